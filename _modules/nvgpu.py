@@ -767,7 +767,9 @@ def _module_spec(name, stream, profile=None):
     from salt.exceptions import SaltInvocationError
 
     if not name or not stream or ":" in name or "/" in str(stream):
-        raise SaltInvocationError(f"bad module stream {name!r}:{stream!r}; expected e.g. nvidia-driver, latest-dkms")
+        raise SaltInvocationError(
+            f"bad module stream {name!r}:{stream!r}; expected e.g. nvidia-driver, latest-dkms"
+        )
     spec = f"{name}:{stream}"
     if profile:
         spec += f"/{profile}"
@@ -835,8 +837,8 @@ def module_install(name, stream, profile=None, platform=None):
         _dnf_argv(platform) + ["module", "install", spec],
         f"installing module stream {spec}",
         "Check that the repository providing the module is configured and reachable "
-        "(`dnf module list {}`), that the stream and profile exist, and for DKMS streams that "
-        "kernel-devel for the running kernel is available.".format(name),
+        f"(`dnf module list {name}`), that the stream and profile exist, and for DKMS streams that "
+        "kernel-devel for the running kernel is available.",
     )
     return module_stream(name)
 
@@ -854,7 +856,7 @@ def module_reset(name, platform=None):
     _checked_run(
         _dnf_argv(platform) + ["module", "reset", name],
         f"resetting module {name}",
-        "Run `dnf module reset {}` by hand to see the full error.".format(name),
+        f"Run `dnf module reset {name}` by hand to see the full error.",
     )
     return module_stream(name)
 
@@ -1075,7 +1077,9 @@ def _atomic_write(path, data, mode=0o644):
         raise
 
 
-def write_oci_hook(path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json", hook_binary=_OCI_HOOK_BINARY):
+def write_oci_hook(
+    path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json", hook_binary=_OCI_HOOK_BINARY
+):
     """
     Write NVIDIA's OCI hook JSON to ``path`` atomically (mode 0644) and return its content.
 
@@ -1130,7 +1134,7 @@ def cdi_spec(path=_CDI_SPEC):
     except FileNotFoundError:
         return ret
     ret["exists"] = True
-    ret["mode"] = "{:04o}".format(stat.S_IMODE(st.st_mode))
+    ret["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
     try:
         with open(path, encoding="utf-8") as fh:
             spec = salt.utils.yaml.safe_load(fh) or {}
@@ -1339,8 +1343,9 @@ def unload_kernel_module(name):
     _checked_run(
         ["modprobe", "-r", name],
         f"unloading kernel module {name}",
-        "Stop what uses it first (for nouveau: the display manager, `systemctl isolate multi-user.target`), "
-        "or reboot with the module blacklisted (rd.driver.blacklist={} and the modprobe.d file).".format(name),
+        "Stop what uses it first (for nouveau: the display manager, "
+        "`systemctl isolate multi-user.target`), or reboot with the module blacklisted "
+        f"(rd.driver.blacklist={name} and the modprobe.d file).",
     )
     return True
 

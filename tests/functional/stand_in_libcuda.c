@@ -2,12 +2,14 @@
  * Stand-in libcuda.so.1 for machines without a GPU: the CUDA driver API calls that
  * nvgpu_cuda.vector_add makes, with "device memory" in host memory and the vectorAdd
  * kernel computed on the CPU. STANDIN_CUDA_FAIL=<call>:<code> makes that call fail with
- * that CUresult; STANDIN_CUDA_FAIL=wrong-sum makes the kernel write a wrong element.
+ * that CUresult; STANDIN_CUDA_FAIL=wrong-sum makes the kernel write a wrong element;
+ * STANDIN_CUDA_FAIL=hang makes cuInit never return, like a driver stuck on a hung GPU.
  * Built by tests/functional/test_host_check.py with `cc -shared -fPIC`.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int CUresult;
 
@@ -43,7 +45,14 @@ CUresult cuGetErrorString(CUresult code, const char **out)
 }
 
 CUresult cuDriverGetVersion(int *v) { *v = 13000; return 0; }
-CUresult cuInit(unsigned flags) { (void)flags; return fail("cuInit"); }
+CUresult cuInit(unsigned flags)
+{
+    const char *spec = getenv("STANDIN_CUDA_FAIL");
+    (void)flags;
+    while (spec && !strcmp(spec, "hang"))
+        pause();
+    return fail("cuInit");
+}
 CUresult cuDeviceGet(int *dev, int ordinal) { *dev = ordinal; return ordinal ? 101 : fail("cuDeviceGet"); }
 CUresult cuDeviceGetName(char *name, int len, int dev)
 {

@@ -1,0 +1,160 @@
+"""
+The host-level CUDA check (nvgpu_cuda.vector_add, nvgpu.run_vector_add runtime=host) and
+the nvgpu grains through real `salt-call --local`, on a machine without a GPU.
+
+Without a driver the check must say so and fail the job; with a stand-in libcuda.so.1
+(tests/functional/stand_in_libcuda.c, put in front through LD_LIBRARY_PATH) the whole
+ctypes path runs, and each injected CUDA error comes back with its diagnosis.
+"""
+
+import ctypes
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
+
+
+def _libcuda_loadable():
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def salt_config(tmp_path_factory):
+    conf = tmp_path_factory.mktemp("salt-conf")
+    (conf / "minion").write_text(
+        f"file_client: local\n"
+        f"root_dir: {conf / 'root'}\n"
+        f"module_dirs: [{REPO / '_modules'}]\n"
+        f"grains_dirs: [{REPO / '_grains'}]\n"
+    )
+    return conf
+
+
+@pytest.fixture(scope="module")
+def stand_in_libcuda(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler to build the stand-in libcuda.so.1")
+    libdir = tmp_path_factory.mktemp("standin-cuda")
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-o", str(libdir / "libcuda.so.1"),
+         str(REPO / "tests" / "functional" / "stand_in_libcuda.c")],
+        check=True,
+    )
+    return libdir
+
+
+def salt_call(conf, *args, env=None, timeout=120):
+    proc = subprocess.run(
+        [str(SALT_CALL), "--local", "-c", str(conf), "--out=json", "--log-level=quiet", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    try:
+        data = json.loads(proc.stdout)["local"]
+    except ValueError:
+        data = None  # salt-call printed the function's usage instead
+    return proc, data
+
+
+def standin_env(libdir, fail=""):
+    return {"LD_LIBRARY_PATH": str(libdir), "STANDIN_CUDA_FAIL": fail}
+
+
+SHAPE = {"passed", "elements", "blocks", "threads", "user", "command", "retcode", "stdout",
+         "stderr", "diagnosis", "duration_s"}
+
+
+@pytest.mark.skipif(_libcuda_loadable(), reason="this machine has a CUDA driver")
+@pytest.mark.parametrize("function", ["nvgpu_cuda.vector_add", "nvgpu.run_vector_add"])
+def test_no_driver_is_a_failed_check_with_diagnosis(salt_config, function):
+    args = [function] + (["runtime=host"] if function == "nvgpu.run_vector_add" else [])
+    proc, data = salt_call(salt_config, *args)
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert SHAPE <= set(data)
+    assert data["passed"] is False
+    assert data["command"] == ["cuda-driver-api", "vectorAdd", "50000"]
+    assert data["user"] is None and data["elements"] is None
+    assert "libcuda.so.1" in data["stderr"]
+    assert "No NVIDIA driver installed/loaded" in data["diagnosis"]["cause"]
+    assert "nvgpu.load_modules" in data["diagnosis"]["fix"]
+
+
+@pytest.mark.skipif(os.path.isdir("/sys/module/nvidia"), reason="this machine has an NVIDIA driver")
+def test_no_driver_no_grains(salt_config):
+    proc, data = salt_call(salt_config, "grains.items")
+    assert proc.returncode == 0, proc.stderr
+    assert "nvgpu" not in data
+    assert "kernel" in data
+    proc, data = salt_call(salt_config, "grains.item", "nvgpu")
+    assert proc.returncode == 0
+    assert data == {"nvgpu": ""}
+
+
+def test_stand_in_driver_passes(salt_config, stand_in_libcuda):
+    proc, data = salt_call(salt_config, "nvgpu.run_vector_add", "runtime=host",
+                           env=standin_env(stand_in_libcuda))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert data["passed"] is True and data["retcode"] == 0 and data["diagnosis"] is None
+    assert (data["elements"], data["blocks"], data["threads"]) == (50000, 196, 256)
+    assert data["stdout"].splitlines() == [
+        "[Vector addition of 50000 elements]",
+        "Copy input data from the host memory to the CUDA device",
+        "CUDA kernel launch with 196 blocks of 256 threads",
+        "Copy output data from the CUDA device to the host memory",
+        "Test PASSED",
+        "Done",
+    ]
+    assert data["device_name"] == "Stand-in GPU"
+    assert data["cuda_driver_version"] == "13.0"
+    assert {"init_s", "module_load_s", "kernel_s", "total_s"} <= set(data["timings"])
+
+
+@pytest.mark.parametrize(
+    "fail, stderr, cause",
+    [
+        ("cuInit:100", "CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected",
+         "The driver sees no CUDA-capable GPU"),
+        ("cuInit:999", "CUDA_ERROR_UNKNOWN", "nvidia_uvm module is not loaded"),
+        ("cuModuleLoadData:222", "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+         "CUDA driver version is insufficient"),
+        ("cuMemAlloc_v2:2", "Failed to allocate device vector A", "memory is full"),
+        ("cuLaunchKernel:719", "Failed to launch vectorAdd kernel", "The GPU failed"),
+        ("wrong-sum", "Result verification failed at element 25000!", "wrong sum"),
+    ],
+)
+def test_stand_in_driver_failures(salt_config, stand_in_libcuda, fail, stderr, cause):
+    proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add",
+                           env=standin_env(stand_in_libcuda, fail))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert data["passed"] is False and data["retcode"] == 1
+    assert stderr in data["stderr"]
+    assert cause in data["diagnosis"]["cause"]
+    assert data["diagnosis"]["fix"]
+    assert "Test PASSED" not in data["stdout"]
+
+
+def test_hung_driver_times_out(salt_config, stand_in_libcuda):
+    proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", "timeout=2",
+                           env=standin_env(stand_in_libcuda, "hang"), timeout=60)
+    assert proc.returncode == 1
+    assert data["passed"] is False and data["retcode"] == 124
+    assert 2 <= data["duration_s"] < 10
+    assert "did not finish within 2.0 s" in data["diagnosis"]["cause"]
+
+
+def test_bad_arguments_raise(salt_config):
+    proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", "threads=4096")
+    assert proc.returncode != 0 and data is None
+    assert "threads 1..1024" in proc.stdout + proc.stderr

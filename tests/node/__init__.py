@@ -1,0 +1,245 @@
+"""The simulated RHEL 8 GPU node (see README.md beside this file)."""
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .assets import HOME, KERNEL_RELEASE, Assets, build_assets  # noqa: F401
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+ENTER = HERE / "enter"
+LAYERS = ("etc", "usr", "var", "home", "root")
+SALT_CALL = Path(sys.executable).parent / "salt-call"
+# The character devices a minimal /dev needs (runc and Podman use them).
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+           "tty": (5, 0), "fuse": (10, 229), "net/tun": (10, 200)}
+
+
+@dataclass
+class SaltResult:
+    retcode: int
+    data: object
+    stdout: str
+    stderr: str
+
+
+class Node:
+    """One simulated node: its directory holds everything it changed."""
+
+    def __init__(self, root, assets):
+        self.root = Path(root)
+        self.assets = assets
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def create(cls, assets, name=None):
+        """A fresh node, copied from the assets' golden node (built on first use)."""
+        golden = Path(assets.root) / "golden-node"
+        if not (golden / ".complete").exists():
+            _build_golden(assets, golden)
+        root = HOME / "nodes" / (name or uuid.uuid4().hex[:12])
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(golden), str(root)], check=True)
+        (root / ".complete").unlink()
+        return cls(root, assets)
+
+    def destroy(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, argv, *, user=None, input=None, env=None, timeout=900, check=False):
+        """Run argv inside the node (as root, or as `user` with a login environment)."""
+        argv = [str(a) for a in argv]
+        if user is not None:
+            argv = ["su", "-l", user, "-s", "/bin/sh", "-c", shlex.join(argv)]
+        keep = ":".join(str(p) for p in (REPO, Path(sys.executable).parent.parent))
+        full_env = dict(os.environ, NVGPU_NODE_KEEP=keep, **(env or {}))
+        full_env.pop("XDG_RUNTIME_DIR", None)
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--",
+             "/bin/bash", str(ENTER), str(self.root), *argv],
+            input=input, env=full_env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode:
+            raise AssertionError(f"{argv} failed in node ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def salt_call(self, *args, test=None, pillar=None, timeout=900):
+        """`salt-call --local --out=json ARGS` inside the node; data is the "local" value."""
+        argv = [SALT_CALL, "--local", "--out=json", "--log-level=quiet", *args]
+        if pillar is not None:
+            argv.append("pillar=" + json.dumps(pillar))
+        if test is not None:
+            argv.append(f"test={test}")
+        proc = self.run(argv, timeout=timeout)
+        data = None
+        if proc.stdout.strip():
+            try:
+                data = json.loads(proc.stdout).get("local")
+            except (ValueError, AttributeError):
+                data = None
+        return SaltResult(proc.returncode, data, proc.stdout, proc.stderr)
+
+    def write_pillar(self, pillar):
+        """Make `pillar` the node's own pillar (top.sls + gpu.sls under /etc/salt/pillar)."""
+        self.write_file("/etc/salt/pillar/top.sls", "base:\n  '*':\n    - gpu\n")
+        self.write_file("/etc/salt/pillar/gpu.sls", yaml.safe_dump(pillar, default_flow_style=False))
+
+    def write_file(self, path, text, mode=0o644):
+        self.run(["install", "-D", "-m", oct(mode)[2:], "/dev/stdin", path], input=text, check=True)
+
+    def read_file(self, path):
+        proc = self.run(["cat", path])
+        return proc.stdout if proc.returncode == 0 else None
+
+    def exists(self, path):
+        return self.run(["test", "-e", path]).returncode == 0
+
+    # ------------------------------------------------------------------ shortcuts for tests
+
+    def dnf(self, *args, check=True):
+        return self.run(["dnf", "-y", "-q", *args], check=check)
+
+    def provision(self, stream="latest-dkms", toolkit=True, loaded=True, podman=True):
+        """The guide by hand, with plain dnf: a node ready for the execution module."""
+        self.dnf("install", f"kernel-devel-{KERNEL_RELEASE}", f"kernel-headers-{KERNEL_RELEASE}")
+        self.add_repos()
+        self.dnf("module", "install", f"nvidia-driver:{stream}/default")
+        self.run(["modprobe", "-r", "nouveau"], check=True)
+        if podman:
+            self.dnf("install", "podman")
+        if toolkit:
+            self.dnf("install", "nvidia-container-toolkit")
+        if loaded:
+            self.run(["nvidia-modprobe"], check=True)
+            self.run(["nvidia-modprobe", "-u"], check=True)
+
+    def add_repos(self):
+        """The CUDA and toolkit repos, as an administrator would add them."""
+        for name in ("cuda", "toolkit"):
+            self.write_file(f"/etc/yum.repos.d/nvgpu-{name}.repo", _repo_file(self.assets, name))
+
+    def add_user(self, name, uid=2001):
+        """A real local user for rootless Podman, with subordinate id ranges."""
+        self.run(["useradd", "-m", "-u", str(uid), name], check=True)
+        start = 100000 + (uid - 2000) * 65536
+        self.run(["usermod", "--add-subuids", f"{start}-{start + 65535}",
+                  "--add-subgids", f"{start}-{start + 65535}", name], check=True)
+
+    def reboot(self):
+        """What a reboot forgets: loaded modules and the device nodes they created."""
+        for entry in (self.root / "sys-module").iterdir():
+            shutil.rmtree(entry)
+        for entry in (self.root / "dev").glob("nvidia*"):
+            entry.unlink()
+
+    # ------------------------------------------------------------------ inspection
+
+    def snapshot(self):
+        """Every file the node changed since it was created: {path: description}."""
+        result = {}
+        for base in [self.root / f"{d}.upper" for d in LAYERS] + [self.root / "sys-module", self.root / "dev"]:
+            for path in sorted(base.rglob("*")):
+                info = path.lstat()
+                key = f"{base.name}/{path.relative_to(base)}"
+                if stat.S_ISREG(info.st_mode):
+                    result[key] = f"{oct(info.st_mode)} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+                elif stat.S_ISLNK(info.st_mode):
+                    result[key] = f"link {os.readlink(path)}"
+                else:
+                    result[key] = f"{oct(info.st_mode)} {info.st_rdev}"
+        return result
+
+
+def _repo_file(assets, name):
+    return textwrap.dedent(f"""\
+        [nvgpu-{name}]
+        name=nvgpu stand-in {name} repository
+        baseurl={assets.repo_url(name)}
+        enabled=1
+        gpgcheck=1
+        gpgkey=file://{assets.gpgkey}
+        """)
+
+
+def _build_golden(assets, golden):
+    """A fresh RHEL 8.9 install with an NVIDIA GPU: nouveau bound, nothing else done."""
+    if golden.exists():
+        shutil.rmtree(golden)
+    for layer in LAYERS:
+        (golden / f"{layer}.upper").mkdir(parents=True)
+        (golden / f"{layer}.work").mkdir()
+    (golden / "tmp").mkdir(mode=0o1777)
+    (golden / "tmp").chmod(0o1777)
+    (golden / "sys-module" / "nouveau").mkdir(parents=True)
+    (golden / "osrelease").write_text(KERNEL_RELEASE + "\n")
+    dev = golden / "dev"
+    for sub in ("pts", "shm", "mqueue", "net"):
+        (dev / sub).mkdir(parents=True, exist_ok=True)
+    for name, (major, minor) in DEVICES.items():
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(dev / name, 0o666)
+    for name, target in {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+                         "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}.items():
+        (dev / name).symlink_to(target)
+
+    etc = golden / "etc.upper"
+    files = {
+        "dnf/dnf.conf": "[main]\ngpgcheck=1\ninstallonly_limit=3\nclean_requirements_on_remove=True\n"
+                        "best=True\nskip_if_unavailable=False\nmodule_platform_id=platform:el8\n",
+        # Debian's rpm keeps its database in ~/.rpmdb; RHEL's is /var/lib/rpm.
+        "rpm/macros.dbpath": "%_dbpath /var/lib/rpm\n",
+        "yum.repos.d/nvgpu-baseos.repo": _repo_file(assets, "baseos"),
+        # This machine's kernel: runc (crun refuses its cgroups), rlimits it accepts.
+        "containers/containers.conf": textwrap.dedent("""\
+            [containers]
+            default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+            [engine]
+            runtime = "runc"
+            cgroup_manager = "cgroupfs"
+            events_logger = "file"
+            """),
+        "containers/storage.conf": '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\n'
+                                   'graphroot = "/var/lib/containers/storage"\n',
+        # The site's image mirror, as air-gapped GPU sites have.
+        "containers/registries.conf.d/50-nvgpu-mirror.conf": '[[registry]]\nlocation = "localhost:5000"\n'
+                                                             "insecure = true\n",
+        "salt/minion": yaml.safe_dump({
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "pillar_roots": {"base": ["/etc/salt/pillar"]},
+            "module_dirs": [str(REPO / "_modules")],
+            "states_dirs": [str(REPO / "_states")],
+            "grains_dirs": [str(REPO / "_grains")],
+            "grains": {"kernelrelease": KERNEL_RELEASE},
+        }),
+        "salt/pillar/top.sls": "base: {}\n",
+    }
+    for path, text in files.items():
+        (etc / path).parent.mkdir(parents=True, exist_ok=True)
+        (etc / path).write_text(text)
+    # Hidden from the node until their packages are installed: Podman, and Debian's identity.
+    for whiteout in ("usr.upper/bin/podman", "etc.upper/debian_version"):
+        (golden / whiteout).parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(golden / whiteout, stat.S_IFCHR, os.makedev(0, 0))
+    node = Node(golden, assets)
+    node.run(["dnf", "-y", "-q", "--releasever=8", "install", "redhat-release", "bash", "kmod", "dracut"], check=True)
+    shutil.rmtree(golden / "tmp")
+    (golden / "tmp").mkdir(mode=0o1777)
+    (golden / "tmp").chmod(0o1777)
+    (golden / ".complete").write_text("ok\n")

@@ -1,0 +1,72 @@
+{#- Stage 1: kernel headers, CUDA repo, driver stream, cuda, nouveau out, modules in. -#}
+{%- from "gpu/map.jinja" import gpu with context %}
+
+# DKMS builds the driver against the running kernel: its devel and headers must match it.
+gpu-kernel-devel-headers-installed:
+  pkg.installed:
+    - pkgs:
+      - kernel-devel: {{ gpu.driver.kernel_version }}
+      - kernel-headers: {{ gpu.driver.kernel_version }}
+
+gpu-cuda-repo:
+  pkgrepo.managed:
+    - name: {{ gpu.repos.cuda.name }}
+    - humanname: {{ gpu.repos.cuda.name }}
+    - baseurl: {{ gpu.repos.cuda.baseurl }}
+    - enabled: 1
+    - gpgcheck: {{ gpu.repos.cuda.gpgcheck }}
+    - repo_gpgcheck: {{ gpu.repos.cuda.repo_gpgcheck }}
+    - gpgkey: {{ gpu.repos.cuda.gpgkey }}
+
+gpu-driver-stream:
+  nvgpu.module_stream:
+    - name: {{ gpu.driver.module }}
+    - stream: {{ gpu.driver.stream | string | yaml_dquote }}
+    - profile: {{ gpu.driver.profile | yaml_encode }}
+    - platform: {{ gpu.driver.platform }}
+    - require:
+      - pkg: gpu-kernel-devel-headers-installed
+      - pkgrepo: gpu-cuda-repo
+
+gpu-cuda-installed:
+  pkg.installed:
+    - name: {{ gpu.cuda.package }}
+{%- if gpu.cuda.version %}
+    - version: {{ gpu.cuda.version | string | yaml_dquote }}
+{%- endif %}
+    - require:
+      - nvgpu: gpu-driver-stream
+
+# The driver packages blacklist nouveau on the kernel command line; this file does
+# it for modprobe and, once in the initramfs, for early boot.
+gpu-nouveau-blacklisted:
+  file.managed:
+    - name: {{ gpu.driver.nouveau_blacklist_file }}
+    - user: root
+    - group: root
+    - mode: "0644"
+    - contents: |
+        # Managed by Salt (gpu formula): the NVIDIA driver needs the GPU that nouveau would claim.
+        blacklist nouveau
+        options nouveau modeset=0
+
+gpu-initramfs-rebuilt:
+  cmd.run:
+    - name: {{ gpu.driver.initramfs_cmd }} {{ grains["kernelrelease"] }}
+    - onchanges:
+      - file: gpu-nouveau-blacklisted
+
+gpu-nouveau-unloaded:
+  nvgpu.module_unloaded:
+    - name: nouveau
+    - require:
+      - file: gpu-nouveau-blacklisted
+
+gpu-driver-modules-loaded:
+  nvgpu.modules_loaded:
+    - name: nvidia
+    - uvm: {{ gpu.driver.uvm }}
+    - require:
+      - nvgpu: gpu-driver-stream
+      - pkg: gpu-cuda-installed
+      - nvgpu: gpu-nouveau-unloaded

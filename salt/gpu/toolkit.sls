@@ -1,0 +1,41 @@
+{#- Stage 3: NVIDIA container toolkit: repo, package, OCI hook or CDI spec, rootless config. -#}
+{%- from "gpu/map.jinja" import gpu with context %}
+
+include:
+  - gpu.driver
+  - gpu.runtime
+
+{%- for repo in gpu.repos.toolkit.present %}
+
+gpu-toolkit-repo-{{ repo.name }}:
+  pkgrepo.managed:
+    - name: {{ repo.name }}
+    - humanname: {{ repo.name }}
+    - baseurl: {{ repo.baseurl }}
+    - enabled: 1
+    - gpgcheck: {{ gpu.repos.toolkit.gpgcheck }}
+    - repo_gpgcheck: {{ gpu.repos.toolkit.repo_gpgcheck }}
+    - gpgkey: {{ repo.gpgkey }}
+    - sslverify: 1
+    - require_in:
+      - nvgpu: gpu-container-toolkit
+{%- endfor %}
+
+{%- for repo_name in gpu.repos.toolkit.absent %}
+
+gpu-toolkit-repo-{{ repo_name }}-absent:
+  pkgrepo.absent:
+    - name: {{ repo_name }}
+{%- endfor %}
+
+gpu-container-toolkit:
+  nvgpu.container_toolkit:
+    - mode: {{ gpu.toolkit.mode }}
+    - rootless: {{ gpu.toolkit.rootless }}
+    - package: {{ gpu.toolkit.package }}
+    - hook_path: {{ gpu.toolkit.hook_path }}
+    - hook_binary: {{ gpu.toolkit.hook_binary }}
+    - cdi_path: {{ gpu.toolkit.cdi_path }}
+    - require:
+      - nvgpu: gpu-driver-modules-loaded
+      - gpu-container-runtime

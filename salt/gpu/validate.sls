@@ -1,0 +1,34 @@
+{#- Stage 6: the vector add in a container, as root and then as every rootless user. -#}
+{%- from "gpu/map.jinja" import gpu with context %}
+
+include:
+  - gpu.toolkit
+  - gpu.selinux
+  - gpu.users
+{%- if gpu.validate.enabled %}
+
+gpu-validate-root:
+  nvgpu.vector_add_passes:
+    - image: {{ gpu.validate.image }}
+    - mode: {{ gpu.validate.mode }}
+    - timeout: {{ gpu.validate.timeout }}
+    - pull: {{ gpu.validate.pull }}
+    - require:
+      - nvgpu: gpu-container-toolkit
+{%-   if gpu.selinux.enabled %}
+      - nvgpu: gpu-selinux-ready
+{%-   endif %}
+{%-   for user in gpu.rootless_users %}
+
+gpu-validate-{{ user.name }}:
+  nvgpu.vector_add_passes:
+    - user: {{ user.name }}
+    - image: {{ gpu.validate.image }}
+    - mode: {{ gpu.validate.mode }}
+    - timeout: {{ gpu.validate.timeout }}
+    - pull: {{ gpu.validate.pull }}
+    - require:
+      - nvgpu: gpu-validate-root
+      - nvgpu: gpu-rootless-subids-{{ user.name }}
+{%-   endfor %}
+{%- endif %}

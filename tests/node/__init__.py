@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .assets import HOME, KERNEL_RELEASE, Assets, build_assets  # noqa: F401
+from .assets import HOME, KERNEL_RELEASE, Assets, build_assets, site_pillar  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -68,16 +68,19 @@ class Node:
         argv = [str(a) for a in argv]
         if user is not None:
             argv = ["su", "-l", user, "-s", "/bin/sh", "-c", shlex.join(argv)]
-        keep = ":".join(str(p) for p in (REPO, Path(sys.executable).parent.parent))
-        full_env = dict(os.environ, NVGPU_NODE_KEEP=keep, **(env or {}))
+        full_env = dict(os.environ, **(env or {}))
         full_env.pop("XDG_RUNTIME_DIR", None)
-        proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--",
-             "/bin/bash", str(ENTER), str(self.root), *argv],
-            input=input, env=full_env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(self.command_prefix() + argv, input=input, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode:
             raise AssertionError(f"{argv} failed in node ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def command_prefix(self):
+        """The argv prefix that runs a command inside this node (a private "boot")."""
+        keep = ":".join(str(p) for p in (REPO, Path(sys.executable).parent.parent))
+        return ["env", f"NVGPU_NODE_KEEP={keep}", "unshare", "--mount", "--propagation", "private",
+                "--pid", "--fork", "--kill-child", "--mount-proc", "--", "/bin/bash", str(ENTER), str(self.root)]
 
     def salt_call(self, *args, test=None, pillar=None, timeout=900):
         """`salt-call --local --out=json ARGS` inside the node; data is the "local" value."""

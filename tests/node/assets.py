@@ -50,6 +50,7 @@ class Assets:
         self.gpgkey = self.root / "RPM-GPG-KEY-nvgpu-test"
         self.registry = HOME / "registry"
         self.image = IMAGE
+        self.policy = self.root / "nvidia-container.pp"
 
     def repo_url(self, name):
         return f"file://{self.repos / name}"
@@ -75,6 +76,7 @@ def build_assets():
         gnupg = _make_gpg_key(assets)
         _build_repos(assets, gnupg)
         _build_image(assets)
+        _build_policy(assets)
         (root / ".complete").write_text("ok\n")
     ensure_registry(assets)
     _push_image(assets)
@@ -322,7 +324,37 @@ def _build_repos(assets, gnupg):
             modules_file = work / f"{name}-modules.yaml"
             modules_file.write_text(modules[name])
             run(["modifyrepo_c", "--mdtype=modules", str(modules_file), str(outdir / "repodata")])
+        # Signed metadata too, so that repo_gpgcheck=1 (NVIDIA's repos use it) is checked for real.
+        run(["gpg", "--batch", "--yes", "--detach-sign", "--armor", "--local-user", GPG_NAME,
+             str(outdir / "repodata" / "repomd.xml")], env=dict(os.environ, GNUPGHOME=str(gnupg)))
     shutil.rmtree(work)
+
+
+def _build_policy(assets):
+    """The SELinux policy module package, built with the real checkmodule/semodule_package."""
+    work = assets.root / "policy"
+    work.mkdir()
+    run(["checkmodule", "-M", "-m", "-o", str(work / "nvidia-container.mod"),
+         str(HERE / "selinux" / "nvidia-container.te")])
+    run(["semodule_package", "-o", str(assets.policy), "-m", str(work / "nvidia-container.mod")])
+    shutil.rmtree(work)
+
+
+def site_pillar(assets, **gpu):
+    """The `gpu` pillar of a site whose mirrors are this machine's: local signed repos,
+    the image registry on 127.0.0.1:5000, the policy module as a local file."""
+    pillar = {
+        "repos": {
+            "cuda": {"baseurl": assets.repo_url("cuda"), "gpgkey": f"file://{assets.gpgkey}"},
+            "toolkit": {"baseurl": assets.repo_url("toolkit"), "gpgkey": f"file://{assets.gpgkey}"},
+        },
+        "selinux": {"policy_source": str(assets.policy),
+                    "policy_hash": "sha256=" + hashlib.sha256(assets.policy.read_bytes()).hexdigest()},
+        "validate": {"image": assets.image},
+    }
+    for key, value in gpu.items():
+        pillar[key] = {**pillar.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"gpu": pillar}
 
 
 # --------------------------------------------------------------------------- image and registry

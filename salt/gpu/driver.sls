@@ -45,6 +45,7 @@ gpu-nouveau-blacklisted:
     - user: root
     - group: root
     - mode: "0644"
+    - makedirs: true
     - contents: |
         # Managed by Salt (gpu formula): the NVIDIA driver needs the GPU that nouveau would claim.
         blacklist nouveau

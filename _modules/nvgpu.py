@@ -736,6 +736,7 @@ def run_vector_add(
 _MODULES_D = "/etc/dnf/modules.d"
 _TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 _CDI_SPEC = "/etc/cdi/nvidia.yaml"
+_SUBID_FILES = {"subuid": "/etc/subuid", "subgid": "/etc/subgid"}
 # NVIDIA's OCI hook for Podman, as the toolkit RPMs shipped it up to v1.14 and as
 # `nvidia-ctk runtime configure --config-mode=oci-hook` still writes it.
 _OCI_HOOK_BINARY = "/usr/bin/nvidia-container-runtime-hook"
@@ -1321,10 +1322,10 @@ def kernel_module_loaded(name):
     import os
 
     name = name.replace("-", "_")
-    if os.path.isdir(os.path.join("/sys/module", name)):
+    if os.path.isdir(os.path.join(_SYS_MODULE, name)):
         return True
     try:
-        with open("/proc/modules", encoding="utf-8") as fh:
+        with open(_PROC_MODULES, encoding="utf-8") as fh:
             return any(line.split(" ", 1)[0] == name for line in fh)
     except OSError:
         return False
@@ -1374,7 +1375,7 @@ def subid_range(name, kind="subuid"):
 
         salt '*' nvgpu.subid_range gpuuser kind=subgid
     """
-    return [{"start": s, "count": c} for n, s, c in _read_subids(f"/etc/{kind}") if n == name]
+    return [{"start": s, "count": c} for n, s, c in _read_subids(_SUBID_FILES[kind]) if n == name]
 
 
 def free_subid_start(count=65536, kind="subuid", minimum=100000):
@@ -1389,7 +1390,7 @@ def free_subid_start(count=65536, kind="subuid", minimum=100000):
         salt '*' nvgpu.free_subid_start
     """
     start = minimum
-    for _, s, c in sorted(_read_subids(f"/etc/{kind}"), key=lambda e: e[1]):
+    for _, s, c in sorted(_read_subids(_SUBID_FILES[kind]), key=lambda e: e[1]):
         if s < start + count and start < s + c:
             start = s + c
     return start
@@ -1410,9 +1411,9 @@ def set_subid_range(name, start, count=65536, kind="subuid"):
 
     from salt.exceptions import SaltInvocationError
 
-    if kind not in ("subuid", "subgid"):
+    if kind not in _SUBID_FILES:
         raise SaltInvocationError("kind must be subuid or subgid")
-    path = f"/etc/{kind}"
+    path = _SUBID_FILES[kind]
     lines = []
     try:
         with open(path, encoding="utf-8") as fh:

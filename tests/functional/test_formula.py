@@ -1,0 +1,205 @@
+"""
+The gpu formula through real Salt (`salt-call --local state.apply gpu`) on the
+simulated RHEL 8 node: real dnf module streams, real Podman, stand-in NVIDIA tools.
+These are the "Done when" checks of the formula's issue.
+"""
+
+import pytest
+
+from tests.node import site_pillar
+
+pytestmark = pytest.mark.node
+
+# What Salt and dnf write for themselves on every run, test=True included: Salt's
+# cache, key pair and logs, dnf's metadata cache and logs, and SQLite's shared-memory
+# index that opening the rpm database creates. None of it is node configuration.
+BOOKKEEPING = (
+    "var.upper/cache/",
+    "var.upper/log/",
+    "etc.upper/salt/pki",
+    "etc.upper/salt/minion_id",
+    "var.upper/lib/rpm/rpmdb.sqlite-shm",
+    "var.upper/lib/rpm/rpmdb.sqlite-wal",
+)
+# What the validation run itself writes: Podman's container storage (root and rootless).
+CONTAINER_STORAGE = ("var.upper/lib/containers/", "/.local/share/containers/")
+# Where a dnf transaction leaves its mark: the rpm database and dnf's history.
+TRANSACTION_MARKS = ("var.upper/lib/rpm/rpmdb.sqlite", "var.upper/lib/dnf/history.sqlite")
+
+
+def _states(res):
+    assert isinstance(res.data, dict), f"no state results:\n{res.stdout}\n{res.stderr}"
+    return {v["__id__"]: v for v in res.data.values()}
+
+
+def _failed(states):
+    return {sid: v["comment"] for sid, v in states.items() if v["result"] is False}
+
+
+def _changed(states):
+    return {sid: v["changes"] for sid, v in states.items() if v["changes"]}
+
+
+def apply(node, pillar, test=None, sls="gpu"):
+    return node.salt_call("state.apply", sls, pillar=pillar, test=test)
+
+
+def converge(node, pillar):
+    res = apply(node, pillar)
+    states = _states(res)
+    assert not _failed(states), _failed(states)
+    assert res.retcode == 0
+    return states
+
+
+def _config(snapshot, validated=False):
+    """The node's configuration in a snapshot; `validated`: also ignore container storage."""
+    return {
+        k: v
+        for k, v in snapshot.items()
+        if not k.startswith(BOOKKEEPING) and not (validated and any(c in k for c in CONTAINER_STORAGE))
+    }
+
+
+def test_fresh_apply_converges_and_second_run_changes_nothing(node, node_assets):
+    pillar = site_pillar(node_assets)
+    states = converge(node, pillar)
+    assert states["gpu-driver-stream"]["changes"]["stream"]["new"] == "latest-dkms"
+    assert "cdi_spec" in states["gpu-container-toolkit"]["changes"]
+    assert "PASSED" in states["gpu-validate-root"]["comment"]
+    assert node.exists("/etc/cdi/nvidia.yaml")
+    assert "blacklist nouveau" in node.read_file("/etc/modprobe.d/blacklist-nouveau.conf")
+    assert not node.exists("/sys/module/nouveau")
+
+    before = node.snapshot()
+    res = apply(node, pillar)
+    states = _states(res)
+    assert res.retcode == 0
+    assert not _failed(states)
+    assert _changed(states) == {}
+    after = node.snapshot()
+    # No dnf transaction: the rpm database and dnf history are byte-identical.
+    for mark in TRANSACTION_MARKS:
+        assert before.get(mark) == after.get(mark), mark
+    assert _config(before, validated=True) == _config(after, validated=True)
+
+
+def test_test_mode_lists_every_change_and_leaves_node_unchanged(node, node_assets):
+    pillar = site_pillar(node_assets)
+    before = node.snapshot()
+    res = apply(node, pillar, test=True)
+    states = _states(res)
+    after = node.snapshot()
+    assert _config(before) == _config(after)
+    assert not _failed(states)
+    changed = _changed(states)
+    for sid in changed:
+        assert states[sid]["result"] is None, (sid, states[sid])
+    for sid in ("gpu-kernel-devel-headers-installed", "gpu-cuda-repo", "gpu-driver-stream",
+                "gpu-cuda-installed", "gpu-nouveau-blacklisted", "gpu-nouveau-unloaded",
+                "gpu-driver-modules-loaded", "gpu-container-runtime", "gpu-container-toolkit"):
+        assert sid in changed, sid
+    assert changed["gpu-driver-stream"]["stream"] == {"old": None, "new": "latest-dkms"}
+    assert changed["gpu-driver-modules-loaded"] == {"loaded": ["nvidia", "nvidia_uvm"]}
+    assert states["gpu-validate-root"]["result"] is None
+    assert "would run" in states["gpu-validate-root"]["comment"]
+
+
+def test_bad_pillar_fails_early_naming_the_key(node, node_assets):
+    before = node.snapshot()
+    cases = [
+        ({"driver": {"stream": "latest:dkms"}}, "gpu:driver:stream"),
+        ({"toolkit": {"mode": "oci"}}, "gpu:toolkit:mode"),
+        ({"rootless_users": [{"uid": 2001}]}, "gpu:rootless_users[0]"),
+        ({"selinux": {"policy_source": "https://example.com/nvidia-container.pp", "policy_hash": ""}},
+         "gpu:selinux:policy_hash"),
+    ]
+    for gpu, key in cases:
+        res = apply(node, site_pillar(node_assets, **gpu))
+        assert res.retcode != 0, gpu
+        assert key in res.stdout + res.stderr, (gpu, res.stdout[-2000:])
+    assert _config(before) == _config(node.snapshot())
+
+
+def test_stream_switch_550_to_latest_with_real_dnf(node, node_assets):
+    converge(node, site_pillar(node_assets, driver={"stream": "550-dkms"}))
+    assert "stream=550-dkms" in node.read_file("/etc/dnf/modules.d/nvidia-driver.module")
+    assert "550.127.08" in node.run(["rpm", "-q", "nvidia-driver"]).stdout
+
+    states = converge(node, site_pillar(node_assets, driver={"stream": "latest-dkms"}))
+    assert states["gpu-driver-stream"]["changes"]["stream"] == {"old": "550-dkms", "new": "latest-dkms"}
+    assert "switched from 550-dkms" in states["gpu-driver-stream"]["comment"]
+    assert "stream=latest-dkms" in node.read_file("/etc/dnf/modules.d/nvidia-driver.module")
+    assert "580.105.08" in node.run(["rpm", "-q", "nvidia-driver"]).stdout
+
+
+def test_driver_upgrade_makes_cdi_spec_stale_and_next_run_regenerates_it(node, node_assets):
+    converge(node, site_pillar(node_assets, driver={"stream": "550-dkms"}, toolkit={"mode": "cdi"}))
+    assert "libcuda.so.550.127.08" in node.read_file("/etc/cdi/nvidia.yaml")
+    # The driver is upgraded (a new stream) and the host reboots into it.
+    node.dnf("module", "switch-to", "nvidia-driver:latest-dkms/default")
+    node.reboot()
+    node.run(["nvidia-modprobe"], check=True)
+    node.run(["nvidia-modprobe", "-u"], check=True)
+    res = node.salt_call("nvgpu.run_vector_add", "mode=cdi", f"image={node_assets.image}")
+    assert res.data["passed"] is False
+    assert "older driver" in res.data["diagnosis"]["cause"] or "CDI" in res.data["diagnosis"]["cause"]
+
+    states = converge(node, site_pillar(node_assets, toolkit={"mode": "cdi"}))
+    change = states["gpu-container-toolkit"]["changes"]["cdi_spec"]
+    assert change["reason"].startswith("stale")
+    assert change["new"]["driver_version"] == "580.105.08"
+    assert "libcuda.so.580.105.08" in node.read_file("/etc/cdi/nvidia.yaml")
+    assert "PASSED" in states["gpu-validate-root"]["comment"]
+
+
+def test_adding_a_rootless_user_adds_account_and_passing_validation(node, node_assets):
+    converge(node, site_pillar(node_assets))
+    pillar = site_pillar(node_assets, rootless_users=[{"name": "gpuuser", "uid": 2001}])
+    states = converge(node, pillar)
+    assert states["gpu-rootless-user-gpuuser"]["changes"]
+    assert "PASSED as gpuuser" in states["gpu-validate-gpuuser"]["comment"]
+    assert states["gpu-container-toolkit"]["changes"]["no-cgroups"] == {"old": None, "new": True}
+    assert node.read_file("/etc/passwd").count("gpuuser:x:2001:") == 1
+    assert any(line.startswith("gpuuser:") for line in node.read_file("/etc/subuid").splitlines())
+    assert any(line.startswith("gpuuser:") for line in node.read_file("/etc/subgid").splitlines())
+    again = _states(apply(node, pillar))
+    assert _changed(again) == {}
+    assert not _failed(again)
+
+
+@pytest.mark.parametrize(
+    "mode, artefact, cause",
+    [
+        ("hook", "/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json", "libcuda was not injected"),
+        ("cdi", "/etc/cdi/nvidia.yaml", "no CDI device"),
+    ],
+)
+def test_mode_passes_then_removal_fails_with_diagnosis_and_next_run_repairs(
+    node, node_assets, mode, artefact, cause
+):
+    pillar = site_pillar(node_assets, toolkit={"mode": mode})
+    states = converge(node, pillar)
+    assert f"PASSED as root (mode {mode}" in states["gpu-validate-root"]["comment"]
+
+    node.run(["rm", "-f", artefact], check=True)
+    res = node.salt_call(
+        "state.single", "nvgpu.vector_add_passes", "name=check", f"mode={mode}", f"image={node_assets.image}"
+    )
+    (result,) = res.data.values()
+    assert result["result"] is False
+    assert cause in result["comment"], result["comment"]
+    assert "Fix:" in result["comment"]
+    assert res.retcode != 0
+
+    states = converge(node, pillar)
+    key = "oci_hook" if mode == "hook" else "cdi_spec"
+    assert key in states["gpu-container-toolkit"]["changes"]
+    assert node.exists(artefact)
+    assert "PASSED" in states["gpu-validate-root"]["comment"]
+
+
+def test_validation_stage_can_be_disabled(node, node_assets):
+    states = converge(node, site_pillar(node_assets, validate={"enabled": False}))
+    assert "gpu-validate-root" not in states
+    assert "gpu-container-toolkit" in states

@@ -410,7 +410,12 @@ _SELINUX_FIX = (
 
 _DIAGNOSES = [
     (
-        re.compile(r"error stat'?ing file\W*\S*\.so\.\d", re.I),
+        # crun's and runc's words for a bind-mount source that is gone.
+        re.compile(
+            r"error stat'?ing file\W*\S*\.so\.\d"
+            r"|error mounting \"[^\"]*\.so\.\d[^\"]*\"[^\n]*no such file or directory",
+            re.I,
+        ),
         "the CDI spec names driver libraries that no longer exist: it was generated for an older "
         "driver and the driver has been upgraded since",
         "regenerate it: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml (the "
@@ -500,7 +505,8 @@ _DIAGNOSES = [
         "drain and reset or replace the GPU",
     ),
     (
-        re.compile(r"Timed out after \d+ seconds", re.I),
+        # What cmd.run_all reports when its timeout fires.
+        re.compile(r"Timed out after [\d.]+ seconds", re.I),
         "the run did not finish within the timeout (a slow image pull, or a hung GPU)",
         "pull the image first or raise timeout=; check nvidia-smi and dmesg for a hung GPU",
     ),

@@ -149,9 +149,7 @@ class TestCategorise:
         assert files["libraries32"] == ["/usr/lib32/libcuda.so.1", "/lib/libcuda.so.1"]
 
     def test_duplicates_dropped_first_occurrence_kept(self):
-        files = nvgpu._categorise(
-            "/dev/nvidia0\n/usr/lib64/libcuda.so.1\n/dev/nvidia0\n/usr/lib64/libcuda.so.1\n"
-        )
+        files = nvgpu._categorise("/dev/nvidia0\n/usr/lib64/libcuda.so.1\n/dev/nvidia0\n/usr/lib64/libcuda.so.1\n")
         assert files["devices"] == ["/dev/nvidia0"]
         assert files["libraries"] == ["/usr/lib64/libcuda.so.1"]
 
@@ -247,8 +245,7 @@ class TestVectorAddOutput:
 # each with a word that must be in its diagnosis.
 FAILURES = [
     (
-        "Failed to allocate device vector A (error code CUDA driver version is insufficient for "
-        "CUDA runtime version)!",
+        "Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!",
         "libcuda was not injected",
         "nvidia.com/gpu=all",
     ),
@@ -316,6 +313,16 @@ FAILURES = [
         "nvidia-driver",
     ),
     ("['podman', 'run'] : Timed out after 5 seconds", "timeout", "timeout="),
+    ("['/usr/bin/podman', 'run'] : Timed out after 0.01 seconds", "timeout", "timeout="),
+    (
+        # runc's words for the stale spec (seen on the simulated node after a 550 -> 580 switch).
+        "Error: runc: runc create failed: unable to start container process: error during container "
+        'init: error mounting "/usr/lib64/libcuda.so.550.127.08" to rootfs at '
+        '"/usr/lib64/libcuda.so.550.127.08": stat /usr/lib64/libcuda.so.550.127.08: no such file or '
+        "directory: OCI runtime attempted to invoke a command that was not found",
+        "older driver",
+        "nvidia-ctk cdi generate",
+    ),
 ]
 
 

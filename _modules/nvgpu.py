@@ -532,8 +532,10 @@ def diagnose(text):
 
         salt '*' nvgpu.diagnose 'nvidia-container-cli: initialization error: nvml error: driver not loaded'
     """
+    # From the CLI a text such as "123" or "a: b" arrives already parsed as YAML.
+    text = "" if text is None else str(text)
     for pattern, cause, fix in _DIAGNOSES:
-        if pattern.search(text or ""):
+        if pattern.search(text):
             return {"cause": cause, "fix": fix}
     return None
 
@@ -1430,3 +1432,58 @@ def set_subid_range(name, start, count=65536, kind="subuid"):
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
     _atomic_write(path, "\n".join(lines) + "\n", mode=mode)
     return subid_range(name, kind)
+
+
+# NVIDIA modules, users before what they use: the order `modprobe -r` needs.
+_NVIDIA_UNLOAD_ORDER = ("nvidia_uvm", "nvidia_drm", "nvidia_modeset", "nvidia")
+_DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
+
+
+def installed_driver_version():
+    """
+    Return the version of the installed user-space driver (from the versioned
+    ``/usr/lib64/libcuda.so.<version>`` its package installs), None when no driver
+    is installed. After a driver upgrade it differs from ``driver_version()`` (the
+    loaded kernel module) until the modules are reloaded or the host reboots.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.installed_driver_version
+    """
+    import glob
+    import re
+
+    versions = []
+    for path in glob.glob(_DRIVER_LIB_GLOB):
+        match = re.search(r"libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$", path)
+        if match:
+            versions.append(match.group(1))
+    if not versions:
+        return None
+    return max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def reload_driver(uvm=True):
+    """
+    Unload the loaded NVIDIA kernel modules (``modprobe -r nvidia_uvm nvidia_drm
+    nvidia_modeset nvidia``, only those loaded) and load them again with
+    ``load_modules``, so that the kernel runs the installed driver after an upgrade.
+    Fails while a process uses the GPU (then reboot). Returns ``load_modules``' result.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.reload_driver
+    """
+    loaded = [name for name in _NVIDIA_UNLOAD_ORDER if kernel_module_loaded(name)]
+    if loaded:
+        _checked_run(
+            ["modprobe", "-r"] + loaded,
+            "unloading the NVIDIA kernel modules " + ", ".join(loaded),
+            "A process still uses the GPU (nvidia-persistenced, a display server, a container: see "
+            "`lsof /dev/nvidia*`); stop it, or reboot to run the upgraded driver.",
+        )
+    return load_modules(uvm=uvm)

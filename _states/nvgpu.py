@@ -170,16 +170,23 @@ def module_stream(name, stream, profile=None, platform=None):
 # ---------------------------------------------------------------------------
 
 
-def modules_loaded(name, uvm=True):
+def modules_loaded(name, uvm=True, reload_on_upgrade=True):
     """
     Ensure the NVIDIA kernel modules are loaded and their device nodes exist
-    (``nvidia-modprobe``, then ``nvidia-modprobe -u`` for nvidia_uvm).
+    (``nvidia-modprobe``, then ``nvidia-modprobe -u`` for nvidia_uvm), and that the
+    loaded driver is the installed one.
 
     name
         An ID for the state; the modules are ``nvidia`` and, with ``uvm``, ``nvidia_uvm``.
 
     uvm
         Also load nvidia_uvm, which CUDA needs. Default True.
+
+    reload_on_upgrade
+        When the loaded module's version differs from the installed driver's (after a
+        driver upgrade or a stream switch: every CUDA program then fails with
+        "driver/library version mismatch"), unload and reload the modules instead of
+        waiting for a reboot. Default True; it fails while a process uses the GPU.
 
     .. code-block:: yaml
 
@@ -189,20 +196,43 @@ def modules_loaded(name, uvm=True):
     """
     ret = _ret(name)
     wanted = ["nvidia", "nvidia_uvm"] if uvm else ["nvidia"]
+    changes = {}
     try:
         before = __salt__["nvgpu.loaded_modules"]()
         missing = [mod for mod in wanted if not before.get(mod)]
-        if not missing:
+        if missing:
+            changes["loaded"] = missing
+        if before.get("nvidia") and reload_on_upgrade:
+            running = __salt__["nvgpu.driver_version"]()
+            installed = __salt__["nvgpu.installed_driver_version"]()
+            if running and installed and running != installed:
+                changes["driver_version"] = {"old": running, "new": installed}
+        if not changes:
             ret["comment"] = "Kernel modules {} are already loaded".format(", ".join(wanted))
             return ret
-        changes = {"loaded": missing}
+        if "driver_version" in changes:
+            what = "driver {old} {{}} reloaded as the installed {new}".format(**changes["driver_version"])
+        else:
+            what = "kernel modules {} {{}} loaded".format(", ".join(missing))
         if __opts__["test"]:
-            return _pending(ret, changes, "Kernel modules {} would be loaded".format(", ".join(missing)))
-        res = __salt__["nvgpu.load_modules"](uvm=uvm)
+            return _pending(ret, changes, "The " + what.format("would be"))
+        if "driver_version" in changes:
+            res = __salt__["nvgpu.reload_driver"](uvm=uvm)
+            now = __salt__["nvgpu.driver_version"]()
+            if now != changes["driver_version"]["new"]:
+                return _failed(
+                    ret,
+                    f"Reloaded the NVIDIA modules but driver {now} is loaded, not the installed "
+                    f"{changes['driver_version']['new']}: the module was not rebuilt for this kernel "
+                    "(check `dkms status`, kernel-devel for the running kernel), or reboot.",
+                    changes,
+                )
+        else:
+            res = __salt__["nvgpu.load_modules"](uvm=uvm)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, f"Loading the NVIDIA kernel modules failed: {err}")
+        return _failed(ret, f"Loading the NVIDIA kernel modules failed: {err}", changes)
     changes["device_nodes"] = res["device_nodes"]
-    ret.update(changes=changes, comment="Loaded kernel modules {}".format(", ".join(missing)))
+    ret.update(changes=changes, comment="The " + what.format("was" if "driver_version" in changes else "were"))
     return ret
 
 

@@ -131,6 +131,12 @@ def test_stream_switch_550_to_latest_with_real_dnf(node, node_assets):
     assert "switched from 550-dkms" in states["gpu-driver-stream"]["comment"]
     assert "stream=latest-dkms" in node.read_file("/etc/dnf/modules.d/nvidia-driver.module")
     assert "580.105.08" in node.run(["rpm", "-q", "nvidia-driver"]).stdout
+    # The loaded 550 module is replaced by the installed 580 one, the CDI spec follows,
+    # and the node validates in the same run.
+    assert states["gpu-driver-modules-loaded"]["changes"]["driver_version"] == {
+        "old": "550.127.08", "new": "580.105.08"}
+    assert states["gpu-container-toolkit"]["changes"]["cdi_spec"]["reason"].startswith("stale")
+    assert "PASSED" in states["gpu-validate-root"]["comment"]
 
 
 def test_driver_upgrade_makes_cdi_spec_stale_and_next_run_regenerates_it(node, node_assets):
@@ -143,7 +149,7 @@ def test_driver_upgrade_makes_cdi_spec_stale_and_next_run_regenerates_it(node, n
     node.run(["nvidia-modprobe", "-u"], check=True)
     res = node.salt_call("nvgpu.run_vector_add", "mode=cdi", f"image={node_assets.image}")
     assert res.data["passed"] is False
-    assert "older driver" in res.data["diagnosis"]["cause"] or "CDI" in res.data["diagnosis"]["cause"]
+    assert "libcuda.so.550.127.08" in res.data["stderr"] + res.data["stdout"]
 
     states = converge(node, site_pillar(node_assets, toolkit={"mode": "cdi"}))
     change = states["gpu-container-toolkit"]["changes"]["cdi_spec"]

@@ -16,7 +16,8 @@ STATES_PATH = pathlib.Path(__file__).resolve().parents[2] / "_states" / "nvgpu.p
 # Execution functions that change the node; test=True must call none of them.
 ACTIONS = {
     "nvgpu.module_install", "nvgpu.module_switch", "nvgpu.module_reset", "nvgpu.load_modules",
-    "nvgpu.unload_kernel_module", "nvgpu.write_oci_hook", "nvgpu.cdi_generate", "nvgpu.set_toolkit_config",
+    "nvgpu.unload_kernel_module", "nvgpu.reload_driver",
+    "nvgpu.write_oci_hook", "nvgpu.cdi_generate", "nvgpu.set_toolkit_config",
     "nvgpu.install_policy", "nvgpu.relabel", "nvgpu.set_subid_range", "nvgpu.run_vector_add",
     "pkg.install", "cp.cache_file",
 }
@@ -176,6 +177,8 @@ def test_module_stream_dnf_success_without_effect_fails(st, salt):
 
 def test_modules_loaded_already(st, salt):
     salt.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True, "nouveau": False})
+    salt.set("nvgpu.driver_version", "580.105.08")
+    salt.set("nvgpu.installed_driver_version", "580.105.08")
     ret = st.modules_loaded("nvidia")
     assert ret["result"] is True and ret["changes"] == {}
     assert salt.actions() == []
@@ -184,10 +187,47 @@ def test_modules_loaded_already(st, salt):
 def test_modules_loaded_test_mode_names_missing(st, salt):
     test_mode(st)
     salt.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": False})
+    salt.set("nvgpu.driver_version", "580.105.08")
+    salt.set("nvgpu.installed_driver_version", "580.105.08")
     ret = st.modules_loaded("nvidia")
     assert ret["result"] is None
     assert ret["changes"] == {"loaded": ["nvidia_uvm"]}
+    assert "would be loaded" in ret["comment"]
     assert salt.actions() == []
+
+
+def test_modules_loaded_reloads_upgraded_driver(st, salt):
+    salt.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    versions = iter(["550.127.08", "580.105.08"])
+    salt.set("nvgpu.driver_version", lambda: next(versions))
+    salt.set("nvgpu.installed_driver_version", "580.105.08")
+    salt.set("nvgpu.reload_driver", {"modules": {}, "device_nodes": ["/dev/nvidia0"], "changed": True})
+    ret = st.modules_loaded("nvidia")
+    assert ret["result"] is True
+    assert ret["changes"]["driver_version"] == {"old": "550.127.08", "new": "580.105.08"}
+    assert "reloaded" in ret["comment"]
+
+
+def test_modules_loaded_reload_test_mode_and_opt_out(st, salt):
+    test_mode(st)
+    salt.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    salt.set("nvgpu.driver_version", "550.127.08")
+    salt.set("nvgpu.installed_driver_version", "580.105.08")
+    ret = st.modules_loaded("nvidia")
+    assert ret["result"] is None
+    assert ret["changes"] == {"driver_version": {"old": "550.127.08", "new": "580.105.08"}}
+    assert st.modules_loaded("nvidia", reload_on_upgrade=False)["changes"] == {}
+    assert salt.actions() == []
+
+
+def test_modules_loaded_reload_still_old_fails_with_advice(st, salt):
+    salt.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    salt.set("nvgpu.driver_version", "550.127.08")
+    salt.set("nvgpu.installed_driver_version", "580.105.08")
+    salt.set("nvgpu.reload_driver", {"modules": {}, "device_nodes": [], "changed": True})
+    ret = st.modules_loaded("nvidia")
+    assert ret["result"] is False
+    assert "dkms status" in ret["comment"]
 
 
 def test_modules_loaded_loads(st, salt):

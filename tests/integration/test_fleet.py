@@ -1,0 +1,82 @@
+"""A real salt-master driving two simulated GPU nodes, each with its own pillar."""
+
+import pytest
+
+from tests.integration.conftest import node_minion, write_pillar
+from tests.node import site_pillar
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def fleet(salt_master, node_factory, node_assets, pillar_dir):
+    """Two minions: gpu-a on the 550-dkms stream with a rootless user, gpu-b on latest-dkms."""
+    write_pillar(pillar_dir, {
+        "gpu-a": site_pillar(node_assets, driver={"stream": "550-dkms"},
+                             rootless_users=[{"name": "alice", "uid": 2101}]),
+        "gpu-b": site_pillar(node_assets, driver={"stream": "latest-dkms"}),
+    })
+    minions = [node_minion(salt_master, node_factory(name), name) for name in ("gpu-a", "gpu-b")]
+    for minion in minions:
+        minion.start(start_timeout=120)
+    yield minions
+    for minion in minions:
+        minion.terminate()
+
+
+def test_state_apply_gpu_converges_every_minion(fleet, salt_cli):
+    ids = [m.id for m in fleet]
+    synced = salt_cli.run("saltutil.sync_all", minion_tgt="gpu-*")
+    assert synced.returncode == 0, synced.stderr
+    for minion_id in ids:
+        assert "modules.nvgpu" in synced.data[minion_id]["modules"]
+
+    for minion_id in ids:
+        ret = salt_cli.run("state.apply", "gpu", minion_tgt=minion_id, _timeout=900)
+        assert ret.returncode == 0, ret.stdout
+        failed = {k: v["comment"] for k, v in ret.data.items() if v["result"] is not True}
+        assert not failed
+        validations = [v for k, v in ret.data.items() if "vector_add" in k or "validate" in k]
+        assert validations and all("PASSED" in v["comment"] for v in validations)
+
+    # Each node is on the stream its own pillar asked for.
+    streams = salt_cli.run("nvgpu.module_stream", "nvidia-driver", minion_tgt="gpu-*")
+    assert streams.data["gpu-a"]["stream"] == "550-dkms"
+    assert streams.data["gpu-b"]["stream"] == "latest-dkms"
+    versions = salt_cli.run("nvgpu.driver_version", minion_tgt="gpu-*")
+    assert versions.data == {"gpu-a": "550.127.08", "gpu-b": "580.105.08"}
+
+
+def test_run_vector_add_returns_per_minion_results(fleet, salt_cli, node_assets):
+    ret = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", minion_tgt="gpu-*")
+    assert sorted(ret.data) == ["gpu-a", "gpu-b"]
+    for result in ret.data.values():
+        assert result["passed"] is True
+        assert (result["elements"], result["blocks"], result["threads"]) == (50000, 196, 256)
+        assert result["diagnosis"] is None
+
+    rootless = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", "user=alice", minion_tgt="gpu-a")
+    assert rootless.data["passed"] is True
+    assert "--privileged" not in rootless.data["command"]
+    assert rootless.data["user"] == "alice"
+
+
+def test_a_failing_node_is_reported_with_its_diagnosis(fleet, salt_cli, node_assets):
+    # gpu-b loses its CDI spec (say, someone cleaned /etc/cdi): auto mode falls back to the
+    # OCI hook, which this node never had, so libcuda is not injected.
+    removed = salt_cli.run("file.remove", "/etc/cdi/nvidia.yaml", minion_tgt="gpu-b")
+    assert removed.data is True
+    ret = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", minion_tgt="gpu-*")
+    assert ret.data["gpu-a"]["passed"] is True
+    assert ret.data["gpu-b"]["passed"] is False
+    assert "CUDA driver version is insufficient" in ret.data["gpu-b"]["stderr"]
+    assert "libcuda was not injected" in ret.data["gpu-b"]["diagnosis"]["cause"]
+    assert ret.returncode != 0
+
+    # The next state.apply repairs it.
+    repaired = salt_cli.run("state.apply", "gpu", minion_tgt="gpu-b", _timeout=900)
+    assert repaired.returncode == 0
+    changed = [k for k, v in repaired.data.items() if v["changes"]]
+    assert any("container_toolkit" in k for k in changed)
+    again = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", minion_tgt="gpu-b")
+    assert again.data["passed"] is True

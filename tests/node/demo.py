@@ -1,0 +1,134 @@
+"""`make demo`: converge a GPU node with the gpu formula, converge it again, validate it.
+
+On a machine without an NVIDIA GPU it works on a fresh simulated RHEL 8 GPU node
+(tests/node); on a RHEL host with an NVIDIA GPU (PCI vendor 0x10de) it does the same
+to the host itself, with salt-call --local over this checkout.
+
+Prints the per-stage results of each run and ends with one line a script can read:
+    nvgpu-demo: result=PASSED node=... states=N changed=N rerun_changed=0 ...
+"""
+
+import glob
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from tests.node import REPO, SALT_CALL, Node, SaltResult, build_assets, site_pillar
+
+ROOTLESS_USER = {"name": "gpuuser", "uid": 2001}
+
+
+def has_nvidia_gpu():
+    for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        if Path(vendor).read_text().strip() == "0x10de":
+            return Path("/etc/redhat-release").exists()
+    return False
+
+
+class Host:
+    """This machine as the node: salt-call --local over the checkout, pillar in a temp dir."""
+
+    name = "localhost"
+
+    def __init__(self, pillar):
+        self.config = Path(tempfile.mkdtemp(prefix="nvgpu-demo-"))
+        (self.config / "pillar").mkdir()
+        (self.config / "pillar" / "top.sls").write_text("base:\n  '*':\n    - gpu\n")
+        (self.config / "pillar" / "gpu.sls").write_text(yaml.safe_dump(pillar))
+        (self.config / "minion").write_text(yaml.safe_dump({
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "pillar_roots": {"base": [str(self.config / "pillar")]},
+        }))
+        self.salt_call("saltutil.sync_all")
+
+    def salt_call(self, *args):
+        proc = subprocess.run([str(SALT_CALL), "--local", "-c", str(self.config), "--out=json",
+                               "--log-level=quiet", *args], capture_output=True, text=True)
+        data = json.loads(proc.stdout).get("local") if proc.stdout.strip() else None
+        return SaltResult(proc.returncode, data, proc.stdout, proc.stderr)
+
+
+def simulated_node():
+    assets = build_assets()
+    node = Node.create(assets, name="demo")
+    pillar = yaml.safe_load((REPO / "pillar.example").read_text())
+    site = site_pillar(assets, rootless_users=[ROOTLESS_USER])["gpu"]
+    for key, value in site.items():
+        pillar["gpu"][key] = {**pillar["gpu"].get(key, {}), **value} if isinstance(value, dict) else value
+    node.write_pillar(pillar)
+    node.name = f"simulated RHEL 8.9 ({node.root})"
+    return node, assets.image
+
+
+def apply(node, label):
+    """state.apply gpu; prints one line per stage; returns (ok, states, changed)."""
+    started = time.monotonic()
+    result = node.salt_call("state.apply", "gpu")
+    seconds = time.monotonic() - started
+    if not isinstance(result.data, dict):
+        print(f"{label}: state.apply gpu did not run (exit {result.retcode}):\n{result.stdout}{result.stderr}")
+        return False, 0, 0
+    stages, changed, failed = {}, Counter(), []
+    for state_id, ret in sorted(result.data.items(), key=lambda kv: kv[1].get("__run_num__", 0)):
+        stage = ret.get("__sls__", "?")
+        stages.setdefault(stage, Counter())["states"] += 1
+        if ret["changes"]:
+            stages[stage]["changed"] += 1
+            changed["all"] += 1
+        if ret["result"] is not True:
+            stages[stage]["failed"] += 1
+            failed.append(f"  FAILED {state_id.split('_|-')[1]}: {ret['comment']}")
+    print(f"{label}: state.apply gpu, {len(result.data)} states in {seconds:.1f} s, exit {result.retcode}")
+    for stage, counts in stages.items():
+        print(f"  {stage:<14} {counts['states']:>3} states  {counts['changed']:>3} changed  {counts['failed']:>2} failed")
+    if failed:
+        print("\n".join(failed))
+    return result.retcode == 0 and not failed, len(result.data), changed["all"]
+
+
+def vector_add(node, image, user=None):
+    args = ["nvgpu.run_vector_add", f"image={image}"] + ([f"user={user}"] if user else [])
+    result = node.salt_call(*args)
+    data = result.data if isinstance(result.data, dict) else {}
+    who = user or "root"
+    if data.get("passed"):
+        print(f"vector add as {who}: PASSED ({data['elements']} elements, {data['blocks']} blocks of "
+              f"{data['threads']} threads, mode {data.get('mode')}, {data['duration_s']:.2f} s)")
+    else:
+        print(f"vector add as {who}: FAILED (exit {result.retcode}): {data.get('diagnosis') or result.stderr}")
+    return bool(data.get("passed"))
+
+
+def main():
+    if has_nvidia_gpu():
+        pillar = yaml.safe_load((REPO / "pillar.example").read_text())
+        node, image = Host(pillar), pillar["gpu"]["validate"]["image"]
+    else:
+        node, image = simulated_node()
+    print(f"node: {node.name}")
+    started = time.monotonic()
+    ok1, states, changed = apply(node, "first run")
+    ok2, _, rerun_changed = apply(node, "second run")
+    modules = node.salt_call("nvgpu.load_modules").data
+    print(f"nvgpu.load_modules: {json.dumps(modules)}")
+    files = node.salt_call("nvgpu.list_container_files").data
+    if isinstance(files, dict):
+        print("nvgpu.list_container_files: " + ", ".join(f"{k}={len(v)}" for k, v in files.items()))
+    root = vector_add(node, image)
+    rootless = vector_add(node, image, ROOTLESS_USER["name"]) if isinstance(node, Node) else True
+    passed = ok1 and ok2 and rerun_changed == 0 and root and rootless
+    print(f"nvgpu-demo: result={'PASSED' if passed else 'FAILED'} states={states} changed={changed} "
+          f"rerun_changed={rerun_changed} root={'PASSED' if root else 'FAILED'} "
+          f"rootless={'PASSED' if rootless else 'FAILED'} duration_s={time.monotonic() - started:.1f}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -159,26 +159,40 @@ def _nvidia_ko_present(release):
 
 def _load_failure_diagnosis():
     """
-    Why nvidia-modprobe could not load the driver, from the node's state.
+    Why nvidia-modprobe could not load the driver, from the node's state. Both
+    blockers can hold at once (a fresh install: nouveau bound, DKMS build failed);
+    then both are named, the missing module first, since it must be fixed first.
     """
-    if loaded_modules()["nouveau"]:
-        return {
-            "cause": "the nouveau driver is loaded and holds the GPU",
-            "fix": "unload it (modprobe -r nouveau) and blacklist it "
-            "(blacklist nouveau in /etc/modprobe.d, rd.driver.blacklist=nouveau on the kernel "
-            "command line; reboot if it is in use)",
-        }
+    found = []
     release = _kernel_release()
     if not _nvidia_ko_present(release):
-        return {
-            "cause": f"no nvidia kernel module is built for the running kernel {release}",
-            "fix": f"install kernel-devel-{release} and kernel-headers-{release}, then rebuild "
-            "the driver with DKMS (dkms autoinstall, or reinstall the nvidia-driver stream)",
-        }
+        found.append(
+            (
+                f"no nvidia kernel module is built for the running kernel {release}",
+                f"install kernel-devel-{release} and kernel-headers-{release}, then rebuild "
+                "the driver with DKMS (dkms autoinstall, or reinstall the nvidia-driver stream)",
+            )
+        )
+    if loaded_modules()["nouveau"]:
+        found.append(
+            (
+                "the nouveau driver is loaded and holds the GPU",
+                "unload nouveau (modprobe -r nouveau) and blacklist it (blacklist nouveau in "
+                "/etc/modprobe.d, rd.driver.blacklist=nouveau on the kernel command line; reboot "
+                "if it is in use)",
+            )
+        )
+    if not found:
+        found.append(
+            (
+                "the kernel refused the nvidia module",
+                "read the NVRM lines in dmesg (journalctl -k), e.g. a Secure Boot signature "
+                "or a GPU not supported by this driver branch",
+            )
+        )
     return {
-        "cause": "the kernel refused the nvidia module",
-        "fix": "read the NVRM lines in dmesg (journalctl -k), e.g. a Secure Boot signature "
-        "or a GPU not supported by this driver branch",
+        "cause": "; and ".join(cause for cause, _fix in found),
+        "fix": "; then ".join(fix for _cause, fix in found),
     }
 
 

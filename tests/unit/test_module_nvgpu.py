@@ -180,7 +180,13 @@ class TestLoadModules:
     def _failing(self, stderr="", retcode=1):
         return FakeCmd(lambda argv, kwargs: {"retcode": retcode, "stdout": "", "stderr": stderr})
 
+    def _built(self, tree):
+        dkms = tree / "lib/modules/4.18.0-513.24.1.el8_9.x86_64/extra"
+        dkms.mkdir(parents=True)
+        (dkms / "nvidia.ko.xz").touch()
+
     def test_failure_with_nouveau_loaded(self, mod, tree):
+        self._built(tree)
         _load(tree, "nouveau")
         mod.__salt__["cmd.run_all"] = self._failing(
             "modprobe: ERROR: could not insert 'nvidia': No such device"
@@ -190,7 +196,17 @@ class TestLoadModules:
         text = str(err.value)
         assert "could not insert 'nvidia'" in text
         assert "nouveau" in text and "blacklist" in text
+        assert "kernel-devel" not in text
         assert err.value.info["stderr"].startswith("modprobe: ERROR")
+
+    def test_failure_with_both_blockers_names_both_module_first(self, mod, tree):
+        _load(tree, "nouveau")
+        mod.__salt__["cmd.run_all"] = self._failing("modprobe: FATAL: Module nvidia not found")
+        with pytest.raises(CommandExecutionError) as err:
+            mod.load_modules()
+        cause = err.value.info["diagnosis"]["cause"]
+        assert cause.index("no nvidia kernel module") < cause.index("nouveau")
+        assert "kernel-devel-4.18.0-513.24.1.el8_9.x86_64" in err.value.info["diagnosis"]["fix"]
 
     def test_failure_without_module_for_running_kernel(self, mod, tree):
         # A module exists, but for another kernel.
@@ -204,9 +220,7 @@ class TestLoadModules:
         assert "DKMS" in str(err.value)
 
     def test_failure_with_module_built(self, mod, tree):
-        dkms = tree / "lib/modules/4.18.0-513.24.1.el8_9.x86_64/extra"
-        dkms.mkdir(parents=True)
-        (dkms / "nvidia.ko.xz").touch()
+        self._built(tree)
         mod.__salt__["cmd.run_all"] = self._failing("")
         with pytest.raises(CommandExecutionError) as err:
             mod.load_modules()
@@ -214,6 +228,7 @@ class TestLoadModules:
         assert "dmesg" in str(err.value)
 
     def test_silent_success_without_module_is_a_failure(self, mod, tree):
+        self._built(tree)
         mod.__salt__["cmd.run_all"] = self._failing("", retcode=0)
         with pytest.raises(CommandExecutionError, match="nvidia, nvidia_uvm is not loaded"):
             mod.load_modules()

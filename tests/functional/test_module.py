@@ -110,6 +110,14 @@ def test_load_modules_without_a_module_for_the_running_kernel(node):
     assert f"kernel-devel-{KERNEL_RELEASE}" in text and "DKMS" in text
 
 
+def test_load_modules_on_a_fresh_install_names_both_blockers(node):
+    # nouveau still bound and no kernel-devel: the module must be built first.
+    install_driver(node, kernel_devel=False)
+    text = failure_message(node.salt_call("nvgpu.load_modules"))
+    assert text.index("no nvidia kernel module is built") < text.index("nouveau driver is loaded")
+    assert f"kernel-devel-{KERNEL_RELEASE}" in text and "modprobe -r nouveau" in text
+
+
 def test_load_modules_loads_then_changes_nothing(node):
     node.provision(loaded=False)
     before = node.salt_call("nvgpu.loaded_modules").data

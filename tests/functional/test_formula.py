@@ -209,3 +209,41 @@ def test_validation_stage_can_be_disabled(node, node_assets):
     states = converge(node, site_pillar(node_assets, validate={"enabled": False}))
     assert "gpu-validate-root" not in states
     assert "gpu-container-toolkit" in states
+
+
+def test_pillar_example_converges_with_site_mirrors(node, node_assets):
+    import pathlib
+
+    import yaml
+
+    example = yaml.safe_load((pathlib.Path(__file__).parents[2] / "pillar.example").read_text())
+    site = site_pillar(node_assets)["gpu"]
+    gpu = example["gpu"]
+    for repo in ("cuda", "toolkit"):
+        gpu["repos"][repo].update(site["repos"][repo])
+    gpu["validate"]["image"] = site["validate"]["image"]
+    gpu["rootless_users"] = [{"name": "gpuuser", "uid": 2001, "gid": 2001, "subuid_start": 300000}]
+    states = converge(node, {"gpu": gpu})
+    assert "PASSED as gpuuser" in states["gpu-validate-gpuuser"]["comment"]
+    assert "gpuuser:300000:65536" in node.read_file("/etc/subuid")
+    assert "gpuuser:x:2001:2001:" in node.read_file("/etc/passwd")
+    assert _changed(_states(apply(node, {"gpu": gpu}))) == {}
+
+
+def test_container_tools_stream_and_legacy_toolkit_repos(node, node_assets):
+    toolkit = site_pillar(node_assets)["gpu"]["repos"]["toolkit"]
+    legacy = {name: dict(toolkit) for name in ("libnvidia-container", "nvidia-container-runtime", "nvidia-docker")}
+    pillar = site_pillar(
+        node_assets,
+        runtime={"container_tools": True},
+        repos={**site_pillar(node_assets)["gpu"]["repos"], "toolkit": {"legacy": True, "legacy_repos": legacy}},
+        toolkit={"mode": "hook"},
+    )
+    states = converge(node, pillar)
+    assert states["gpu-container-runtime"]["changes"]["stream"]["new"] == "rhel8"
+    assert "stream=rhel8" in node.read_file("/etc/dnf/modules.d/container-tools.module")
+    for name in legacy:
+        text = node.read_file(f"/etc/yum.repos.d/{name}.repo")
+        assert "gpgcheck=1" in text.replace(" ", ""), text
+    assert not node.exists("/etc/yum.repos.d/nvidia-container-toolkit.repo")
+    assert "PASSED as root (mode hook" in states["gpu-validate-root"]["comment"]

@@ -117,6 +117,10 @@ def _selinux_node(node):
 
 def test_selinux_ready_installs_policy_once(node, node_assets):
     _selinux_node(node)
+    probe = node.run(["semodule", "-i", str(node_assets.policy)])
+    if probe.returncode:
+        pytest.skip(f"the stand-in policy module does not install on this host's policy: {probe.stderr.strip()}")
+    node.run(["semodule", "-r", "nvidia-container"], check=True)
     digest = hashlib.sha256(node_assets.policy.read_bytes()).hexdigest()
     args = ["name=selinux", f"policy_source={node_assets.policy}", f"source_hash=sha256={digest}"]
     pending = single(node, "nvgpu.selinux_ready", *args, test=True)
@@ -158,11 +162,12 @@ def test_subids_present_allocates_free_range_and_keeps_it(node):
     node.run(["sed", "-i", "/^bob:/d", "/etc/subuid", "/etc/subgid"], check=True)
     state = single(node, "nvgpu.subids_present", "name=bob")
     assert state["result"] is True
-    alice = [ln for ln in node.read_file("/etc/subuid").splitlines() if ln.startswith("alice:")]
-    bob = [ln for ln in node.read_file("/etc/subuid").splitlines() if ln.startswith("bob:")]
-    assert len(alice) == 1 and len(bob) == 1
-    a_start, b_start = int(alice[0].split(":")[1]), int(bob[0].split(":")[1])
-    assert b_start >= a_start + 65536 or b_start + 65536 <= a_start
+    ranges = [ln.split(":") for ln in node.read_file("/etc/subuid").splitlines() if ln.count(":") == 2]
+    bob = [(int(s), int(c)) for n, s, c in ranges if n == "bob"]
+    others = [(int(s), int(c)) for n, s, c in ranges if n != "bob"]
+    assert len(bob) == 1 and bob[0][1] == 65536
+    start = bob[0][0]
+    assert all(start >= s + c or start + 65536 <= s for s, c in others), (bob, others)
     assert any(ln.startswith("bob:") for ln in node.read_file("/etc/subgid").splitlines())
     assert single(node, "nvgpu.subids_present", "name=bob")["changes"] == {}
     moved = single(node, "nvgpu.subids_present", "name=bob", "start=500000")

@@ -3,7 +3,8 @@
  * nvgpu_cuda.vector_add makes, with "device memory" in host memory and the vectorAdd
  * kernel computed on the CPU. STANDIN_CUDA_FAIL=<call>:<code> makes that call fail with
  * that CUresult; STANDIN_CUDA_FAIL=wrong-sum makes the kernel write a wrong element;
- * STANDIN_CUDA_FAIL=hang makes cuInit never return, like a driver stuck on a hung GPU.
+ * STANDIN_CUDA_FAIL=hang makes cuInit never return, like a driver stuck on a hung GPU;
+ * STANDIN_CUDA_FAIL=crash makes it abort the process.
  * Built by tests/functional/test_host_check.py with `cc -shared -fPIC`.
  */
 #include <stdint.h>
@@ -51,6 +52,8 @@ CUresult cuInit(unsigned flags)
     (void)flags;
     while (spec && !strcmp(spec, "hang"))
         pause();
+    if (spec && !strcmp(spec, "crash"))
+        abort();
     return fail("cuInit");
 }
 CUresult cuDeviceGet(int *dev, int ordinal) { *dev = ordinal; return ordinal ? 101 : fail("cuDeviceGet"); }

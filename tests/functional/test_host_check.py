@@ -154,6 +154,13 @@ def test_hung_driver_times_out(salt_config, stand_in_libcuda):
     assert "did not finish within 2.0 s" in data["diagnosis"]["cause"]
 
 
+def test_driver_crash_is_a_failed_check(salt_config, stand_in_libcuda):
+    proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", env=standin_env(stand_in_libcuda, "crash"))
+    assert proc.returncode == 1
+    assert data["passed"] is False
+    assert "died inside the CUDA driver (exit status -6)" in data["diagnosis"]["cause"]
+
+
 def test_bad_arguments_raise(salt_config):
     proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", "threads=4096")
     assert proc.returncode != 0 and data is None

@@ -132,13 +132,13 @@ def module_stream(name, stream, profile=None, platform=None):
         if cur["stream"] != stream or cur["state"] != "enabled":
             changes["stream"] = {"old": cur["stream"] if cur["state"] == "enabled" else None, "new": stream}
         changes["profiles"] = {"old": cur["profiles"], "new": new_profiles}
-        verb = {
-            "switch": f"switched from {cur['stream']} to {spec}",
-            "reset": f"reset (it was disabled) and {spec} installed",
-            "install": f"{spec} installed",
+        what = {
+            "switch": f"Module {name} {{}} switched from stream {cur['stream']} to {spec}",
+            "reset": f"Module {name} {{}} reset (it was disabled) and {spec} installed",
+            "install": f"Module stream {spec} {{}} installed",
         }[action]
         if __opts__["test"]:
-            return _pending(ret, changes, f"Module {name} would be {verb}")
+            return _pending(ret, changes, what.format("would be"))
 
         if action == "switch":
             __salt__["nvgpu.module_switch"](name, stream, profile=profile, platform=platform)
@@ -161,7 +161,7 @@ def module_stream(name, stream, profile=None, platform=None):
             f"Run `dnf module info {name}:{stream}` and `dnf module install {spec}` by hand.",
         )
     changes["profiles"]["new"] = after["profiles"]
-    ret.update(changes=changes, comment=f"Module {name}: {verb}")
+    ret.update(changes=changes, comment=what.format("was"))
     return ret
 
 

@@ -128,7 +128,7 @@ def test_stream_switch_550_to_latest_with_real_dnf(node, node_assets):
 
     states = converge(node, site_pillar(node_assets, driver={"stream": "latest-dkms"}))
     assert states["gpu-driver-stream"]["changes"]["stream"] == {"old": "550-dkms", "new": "latest-dkms"}
-    assert "switched from 550-dkms" in states["gpu-driver-stream"]["comment"]
+    assert "switched from stream 550-dkms" in states["gpu-driver-stream"]["comment"]
     assert "stream=latest-dkms" in node.read_file("/etc/dnf/modules.d/nvidia-driver.module")
     assert "580.105.08" in node.run(["rpm", "-q", "nvidia-driver"]).stdout
     # The loaded 550 module is replaced by the installed 580 one, the CDI spec follows,
@@ -184,9 +184,10 @@ def test_adding_a_rootless_user_adds_account_and_passing_validation(node, node_a
 def test_mode_passes_then_removal_fails_with_diagnosis_and_next_run_repairs(
     node, node_assets, mode, artefact, cause
 ):
-    pillar = site_pillar(node_assets, toolkit={"mode": mode})
+    pillar = site_pillar(node_assets, toolkit={"mode": mode}, rootless_users=[{"name": "gpuuser", "uid": 2001}])
     states = converge(node, pillar)
     assert f"PASSED as root (mode {mode}" in states["gpu-validate-root"]["comment"]
+    assert f"PASSED as gpuuser (rootless) (mode {mode}" in states["gpu-validate-gpuuser"]["comment"]
 
     node.run(["rm", "-f", artefact], check=True)
     res = node.salt_call(

@@ -123,7 +123,7 @@ def test_module_stream_other_stream_switches(st, salt):
     assert ret["result"] is True
     assert ret["changes"]["stream"] == {"old": "550-dkms", "new": "latest-dkms"}
     assert [c[0] for c in salt.calls if c[0] in ACTIONS] == ["nvgpu.module_switch"]
-    assert "switched from 550-dkms" in ret["comment"]
+    assert "switched from stream 550-dkms" in ret["comment"]
 
 
 def test_module_stream_switch_test_mode(st, salt):

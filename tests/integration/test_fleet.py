@@ -80,3 +80,19 @@ def test_a_failing_node_is_reported_with_its_diagnosis(fleet, salt_cli, node_ass
     assert any("container_toolkit" in k for k in changed)
     again = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", minion_tgt="gpu-b")
     assert again.data["passed"] is True
+
+
+def test_fleet_report_runner(fleet, salt_master, node_assets):
+    salt_run = salt_master.salt_run_cli(timeout=900)
+    synced = salt_run.run("saltutil.sync_all")
+    assert "runners.nvgpu" in synced.data["runners"]
+
+    ret = salt_run.run("nvgpu.report", "tgt=gpu-*", f"image={node_assets.image}")
+    assert ret.data["summary"] == {"nodes": 2, "passed": 2, "failed": 0, "no_return": 0}
+
+    # alice exists on gpu-a only: gpu-b's answer is an error, reported as such.
+    ret = salt_run.run("nvgpu.report", "tgt=gpu-*", f"image={node_assets.image}", "user=alice")
+    assert ret.data["summary"] == {"nodes": 2, "passed": 1, "failed": 1, "no_return": 0}
+    assert ret.data["nodes"]["gpu-a"]["passed"] is True
+    assert "did not run" in ret.data["nodes"]["gpu-b"]["cause"]
+    assert "alice" in ret.data["nodes"]["gpu-b"]["cause"]

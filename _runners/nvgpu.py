@@ -1,0 +1,63 @@
+"""
+Fleet-wide GPU validation report, run on the Salt master.
+
+Runs ``nvgpu.run_vector_add`` on every targeted minion and sums the answers up: how
+many nodes pass, and for each one that does not, the cause and the fix.
+"""
+
+import salt.client
+import salt.utils.minions
+
+__virtualname__ = "nvgpu"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def report(tgt="*", tgt_type="glob", image=None, user=None, mode="auto", timeout=300):
+    """
+    Validate the GPU nodes matched by ``tgt`` and report per node.
+
+    Returns ``{"summary": {"nodes", "passed", "failed", "no_return"}, "nodes": {id: {...}}}``
+    where each node has ``passed``, ``duration_s``, ``mode``, and for a failure
+    ``cause`` and ``fix``. A minion that did not answer is reported as such.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run nvgpu.report
+        salt-run nvgpu.report tgt='gpu-*' user=alice
+        salt-run nvgpu.report tgt='G@nvgpu:gpu_count:8' tgt_type=compound
+    """
+    kwarg = {"mode": mode, "timeout": timeout}
+    if image:
+        kwarg["image"] = image
+    if user:
+        kwarg["user"] = user
+    expected = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)["minions"]
+    client = salt.client.get_local_client(__opts__["conf_file"])
+    returns = client.cmd(tgt, "nvgpu.run_vector_add", kwarg=kwarg, tgt_type=tgt_type, timeout=timeout + 60)
+
+    nodes = {}
+    for minion in sorted(set(expected) | set(returns)):
+        if minion not in returns:
+            nodes[minion] = {"passed": False, "cause": "the minion did not return",
+                             "fix": f"check that it is up: salt {minion} test.ping"}
+            continue
+        ret = returns[minion]
+        if not isinstance(ret, dict) or "passed" not in ret:
+            nodes[minion] = {"passed": False, "cause": f"nvgpu.run_vector_add did not run: {ret}",
+                             "fix": f"salt {minion} saltutil.sync_all, then check the error above"}
+            continue
+        node = {"passed": ret["passed"], "duration_s": ret.get("duration_s"), "mode": ret.get("mode")}
+        if not ret["passed"]:
+            node.update(ret.get("diagnosis") or {"cause": "unknown", "fix": "see nvgpu.run_vector_add output"})
+        nodes[minion] = node
+
+    passed = sum(1 for node in nodes.values() if node["passed"])
+    no_return = sum(1 for minion in nodes if minion not in returns)
+    summary = {"nodes": len(nodes), "passed": passed, "failed": len(nodes) - passed - no_return,
+               "no_return": no_return}
+    return {"summary": summary, "nodes": nodes}

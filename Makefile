@@ -13,7 +13,7 @@ PYTHON ?= python3
 APT_PACKAGES := podman runc conmon uidmap slirp4netns catatonit fuse-overlayfs \
 	dnf rpm createrepo-c libmodulemd-tools python3-libdnf docker-registry \
 	checkpolicy semodule-utils policycoreutils selinux-policy-default \
-	gnupg busybox-static util-linux procps passwd python3-venv make
+	gnupg busybox-static util-linux procps passwd python3-venv make gcc libc6-dev
 
 .PHONY: deps apt venv demo test test-gpu lint clean
 

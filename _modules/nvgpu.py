@@ -1501,3 +1501,22 @@ def reload_driver(uvm=True):
             "`lsof /dev/nvidia*`); stop it, or reboot to run the upgraded driver.",
         )
     return load_modules(uvm=uvm)
+
+
+def remove_oci_hook(path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"):
+    """
+    Remove the OCI hook file at ``path``; True when it was there.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.remove_oci_hook
+    """
+    import os
+
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

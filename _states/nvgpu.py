@@ -321,7 +321,9 @@ def container_toolkit(
         toolkit RPMs shipped it. ``cdi``: a CDI spec at ``cdi_path`` from
         ``nvidia-ctk cdi generate``, world-readable, regenerated when it is missing or
         names another driver version than the loaded one (a driver upgrade makes it
-        stale). ``auto`` (default): ``cdi`` when Podman is 4.1 or newer, else ``hook``.
+        stale); NVIDIA's hook file at ``hook_path`` is removed (it would inject the
+        GPU a second time), a hook file with other content is left alone.
+        ``auto`` (default): ``cdi`` when Podman is 4.1 or newer, else ``hook``.
 
     rootless
         Set ``nvidia-container-cli.no-cgroups = true`` in the toolkit's config.toml
@@ -385,6 +387,12 @@ def container_toolkit(
                 if not test:
                     __salt__["nvgpu.write_oci_hook"](hook_path, hook_binary)
         elif effective == "cdi":
+            # NVIDIA's hook injects the GPU into every container on its own; next to CDI
+            # it would inject twice. Only a file with exactly NVIDIA's content goes.
+            if __salt__["nvgpu.oci_hook"](hook_path) == __salt__["nvgpu.oci_hook_content"](hook_binary):
+                changes["oci_hook"] = {"old": hook_path, "new": None}
+                if not test:
+                    __salt__["nvgpu.remove_oci_hook"](hook_path)
             spec = __salt__["nvgpu.cdi_spec"](cdi_path)
             driver = __salt__["nvgpu.driver_version"]()
             problem = _cdi_problem(spec, driver)

@@ -248,3 +248,15 @@ def test_container_tools_stream_and_legacy_toolkit_repos(node, node_assets):
         assert "gpgcheck=1" in text.replace(" ", ""), text
     assert not node.exists("/etc/yum.repos.d/nvidia-container-toolkit.repo")
     assert "PASSED as root (mode hook" in states["gpu-validate-root"]["comment"]
+
+
+def test_switching_hook_to_cdi_replaces_the_hook_with_a_spec(node, node_assets):
+    hook = "/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"
+    converge(node, site_pillar(node_assets, toolkit={"mode": "hook"}))
+    assert node.exists(hook)
+    states = converge(node, site_pillar(node_assets, toolkit={"mode": "cdi"}))
+    changes = states["gpu-container-toolkit"]["changes"]
+    assert changes["oci_hook"] == {"old": hook, "new": None}
+    assert changes["cdi_spec"]["reason"] == "missing"
+    assert not node.exists(hook)
+    assert "PASSED as root (mode cdi" in states["gpu-validate-root"]["comment"]

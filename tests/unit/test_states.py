@@ -17,7 +17,7 @@ STATES_PATH = pathlib.Path(__file__).resolve().parents[2] / "_states" / "nvgpu.p
 ACTIONS = {
     "nvgpu.module_install", "nvgpu.module_switch", "nvgpu.module_reset", "nvgpu.load_modules",
     "nvgpu.unload_kernel_module", "nvgpu.reload_driver",
-    "nvgpu.write_oci_hook", "nvgpu.cdi_generate", "nvgpu.set_toolkit_config",
+    "nvgpu.write_oci_hook", "nvgpu.remove_oci_hook", "nvgpu.cdi_generate", "nvgpu.set_toolkit_config",
     "nvgpu.install_policy", "nvgpu.relabel", "nvgpu.set_subid_range", "nvgpu.run_vector_add",
     "pkg.install", "cp.cache_file",
 }
@@ -294,13 +294,25 @@ def toolkit(salt):
     salt.set("nvgpu.driver_version", "580.105.08")
     salt.set("nvgpu.cdi_spec", spec())
     salt.set("nvgpu.oci_hook_content", HOOK)
-    salt.set("nvgpu.oci_hook", HOOK)
+    salt.set("nvgpu.oci_hook", None)
     salt.set("nvgpu.toolkit_config_value", True)
     salt.set("nvgpu.cdi_generate", spec())
     salt.set("nvgpu.write_oci_hook", HOOK)
     salt.set("nvgpu.set_toolkit_config", True)
+    salt.set("nvgpu.remove_oci_hook", True)
     salt.set("pkg.install", {})
     return salt
+
+
+def test_toolkit_cdi_mode_removes_nvidias_hook_only(st, toolkit):
+    toolkit.set("nvgpu.oci_hook", HOOK)
+    ret = st.container_toolkit("gpu", mode="cdi")
+    assert ret["changes"] == {"oci_hook": {"old": st._HOOK_PATH, "new": None}}
+    assert toolkit.actions() == ["nvgpu.remove_oci_hook"]
+    toolkit.calls.clear()
+    toolkit.set("nvgpu.oci_hook", dict(HOOK, stages=["poststart"]))
+    assert st.container_toolkit("gpu", mode="cdi")["changes"] == {}
+    assert toolkit.actions() == []
 
 
 def test_toolkit_converged_cdi(st, toolkit):

@@ -13,10 +13,15 @@ tool and which package provides it.
           podman
 """
 
+import configparser
 import glob
+import json
 import logging
 import os
 import re
+import shutil
+import stat
+import tempfile
 import time
 
 import salt.utils.files
@@ -118,17 +123,18 @@ def loaded_modules():
 
         salt '*' nvgpu.loaded_modules
     """
+    return {name: _module_loaded(name) for name in _KERNEL_MODULES}
+
+
+def _module_loaded(name):
+    """The one reading of "is this kernel module loaded" (/sys/module, else /proc/modules)."""
     if os.path.isdir(_SYS_MODULE):
-        ret = {}
-        for name in _KERNEL_MODULES:
-            path = os.path.join(_SYS_MODULE, name)
-            # A module being removed keeps its directory until it is gone;
-            # initstate says so. Built-in modules have no initstate.
-            state = _read(os.path.join(path, "initstate"))
-            ret[name] = os.path.isdir(path) and (state is None or state.strip() == "live")
-        return ret
-    listed = _proc_modules() or set()
-    return {name: name in listed for name in _KERNEL_MODULES}
+        path = os.path.join(_SYS_MODULE, name)
+        # A module being removed keeps its directory until it is gone; initstate
+        # says so. Built-in modules have no initstate.
+        state = _read(os.path.join(path, "initstate"))
+        return os.path.isdir(path) and (state is None or state.strip() == "live")
+    return name in (_proc_modules() or set())
 
 
 def _device_nodes():
@@ -697,7 +703,9 @@ def run_vector_add(
     if mode == "auto":
         mode = "cdi" if _cdi_gpu_spec_exists() else "hook"
 
-    argv = [podman, "run", "--rm", f"--pull={pull}"]
+    # No network: the vector add needs none, and leaving it out keeps the result
+    # about the GPU (no CNI/netavark or slirp4netns setup that can fail on its own).
+    argv = [podman, "run", "--rm", f"--pull={pull}", "--network=none"]
     run_kwargs = {"python_shell": False, "ignore_retcode": True, "timeout": timeout}
     if user is None:
         if mode == "hook":
@@ -770,7 +778,6 @@ def _checked_run(argv, what, fix, stdin=None):
     Run ``argv`` (a list, no shell) and return its cmd.run_all result; raise
     CommandExecutionError naming ``what`` failed, the tool's own message and ``fix``.
     """
-    from salt.exceptions import CommandExecutionError
 
     if stdin is None:
         res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
@@ -787,7 +794,6 @@ def _checked_run(argv, what, fix, stdin=None):
 
 
 def _module_spec(name, stream, profile=None):
-    from salt.exceptions import SaltInvocationError
 
     if not name or not stream or ":" in name or "/" in str(stream):
         raise SaltInvocationError(
@@ -819,8 +825,6 @@ def module_stream(name):
 
         salt '*' nvgpu.module_stream nvidia-driver
     """
-    import configparser
-    import os
 
     ret = {"name": name, "stream": None, "profiles": [], "state": None}
     path = os.path.join(_MODULES_D, f"{name}.module")
@@ -897,7 +901,6 @@ def module_switch(name, stream, profile=None, platform=None):
 
         salt '*' nvgpu.module_switch nvidia-driver 550-dkms profile=default
     """
-    from salt.exceptions import CommandExecutionError
 
     spec = _module_spec(name, stream, profile)
     argv = _dnf_argv(platform) + ["module", "switch-to", spec]
@@ -983,7 +986,6 @@ def toolkit_config(path=_TOOLKIT_CONFIG):
 
         salt '*' nvgpu.toolkit_config
     """
-    from salt.exceptions import CommandExecutionError
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -1050,7 +1052,6 @@ def oci_hook(path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"):
 
         salt '*' nvgpu.oci_hook
     """
-    import json
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -1083,8 +1084,6 @@ def oci_hook_content(hook_binary=_OCI_HOOK_BINARY):
 
 
 def _atomic_write(path, data, mode=0o644):
-    import os
-    import tempfile
 
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -1112,7 +1111,6 @@ def write_oci_hook(
 
         salt '*' nvgpu.write_oci_hook
     """
-    import json
 
     content = oci_hook_content(hook_binary)
     _atomic_write(path, json.dumps(content, indent=4) + "\n")
@@ -1120,7 +1118,6 @@ def write_oci_hook(
 
 
 def _cdi_driver_version(spec):
-    import re
 
     pattern = re.compile(r"/libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$")
     edits = [spec.get("containerEdits") or {}]
@@ -1146,10 +1143,7 @@ def cdi_spec(path=_CDI_SPEC):
 
         salt '*' nvgpu.cdi_spec
     """
-    import os
-    import stat
 
-    import salt.utils.yaml
 
     ret = {"exists": False, "kind": None, "devices": [], "driver_version": None, "mode": None}
     try:
@@ -1184,9 +1178,6 @@ def cdi_generate(path=_CDI_SPEC):
 
         salt '*' nvgpu.cdi_generate
     """
-    import os
-    import shutil
-    import tempfile
 
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -1220,7 +1211,6 @@ def selinux_mode():
 
         salt '*' nvgpu.selinux_mode
     """
-    import salt.utils.path
 
     if not salt.utils.path.which("getenforce"):
         return "Disabled"
@@ -1271,7 +1261,6 @@ def install_policy(path):
 
 
 def _relabel_paths(output):
-    import re
 
     # libselinux >= 2.7 prints "Would relabel|Relabeled PATH from OLD to NEW";
     # RHEL 7's restorecon printed "restorecon reset PATH context OLD->NEW".
@@ -1285,7 +1274,6 @@ def _relabel_paths(output):
 
 
 def _restorecon(paths, recursive, dry_run):
-    import os
 
     if isinstance(paths, str):
         paths = [paths]
@@ -1332,8 +1320,8 @@ def relabel(paths, recursive=False):
 
 def kernel_module_loaded(name):
     """
-    Return True when the kernel module ``name`` is loaded (or built in):
-    ``/sys/module/<name>`` exists, with ``/proc/modules`` as a fallback.
+    Return True when the kernel module ``name`` is loaded (or built in), read the
+    same way as :py:func:`loaded_modules`.
 
     CLI Example:
 
@@ -1341,16 +1329,7 @@ def kernel_module_loaded(name):
 
         salt '*' nvgpu.kernel_module_loaded nouveau
     """
-    import os
-
-    name = name.replace("-", "_")
-    if os.path.isdir(os.path.join(_SYS_MODULE, name)):
-        return True
-    try:
-        with open(_PROC_MODULES, encoding="utf-8") as fh:
-            return any(line.split(" ", 1)[0] == name for line in fh)
-    except OSError:
-        return False
+    return _module_loaded(name.replace("-", "_"))
 
 
 def unload_kernel_module(name):
@@ -1429,9 +1408,7 @@ def set_subid_range(name, start, count=65536, kind="subuid"):
 
         salt '*' nvgpu.set_subid_range gpuuser 200000 65536
     """
-    import os
 
-    from salt.exceptions import SaltInvocationError
 
     if kind not in _SUBID_FILES:
         raise SaltInvocationError("kind must be subuid or subgid")
@@ -1466,8 +1443,6 @@ def installed_driver_version():
 
         salt '*' nvgpu.installed_driver_version
     """
-    import glob
-    import re
 
     versions = []
     for path in glob.glob(_DRIVER_LIB_GLOB):
@@ -1513,7 +1488,6 @@ def remove_oci_hook(path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json
 
         salt '*' nvgpu.remove_oci_hook
     """
-    import os
 
     try:
         os.unlink(path)

@@ -216,7 +216,7 @@ def test_vector_add_as_root_with_the_hook(node):
     assert (data["elements"], data["blocks"], data["threads"]) == (50000, 196, 256)
     assert data["mode"] == "hook" and data["user"] is None and data["diagnosis"] is None
     assert data["command"][0].endswith("/podman")
-    assert data["command"][1:] == ["run", "--rm", "--pull=missing", "--privileged", IMAGE]
+    assert data["command"][1:] == ["run", "--rm", "--pull=missing", "--network=none", "--privileged", IMAGE]
     assert data["duration_s"] > 0
 
 
@@ -227,7 +227,8 @@ def test_vector_add_as_root_with_cdi(node):
     assert res.retcode == 0, res.stdout + res.stderr
     assert res.data["passed"] is True, res.data
     assert res.data["mode"] == "cdi"
-    assert res.data["command"][1:] == ["run", "--rm", "--pull=missing", "--device", "nvidia.com/gpu=all", IMAGE]
+    assert res.data["command"][1:] == [
+        "run", "--rm", "--pull=missing", "--network=none", "--device", "nvidia.com/gpu=all", IMAGE]
 
 
 def test_vector_add_rootless_runs_podman_as_the_user(node):
@@ -239,7 +240,8 @@ def test_vector_add_rootless_runs_podman_as_the_user(node):
     data = res.data
     assert data["passed"] is True, data
     assert data["user"] == "gpuuser"
-    assert data["command"][1:] == ["run", "--rm", "--pull=missing", "--user", "2001:2001", *ROOTLESS_FLAGS, IMAGE]
+    assert data["command"][1:] == [
+        "run", "--rm", "--pull=missing", "--network=none", "--user", "2001:2001", *ROOTLESS_FLAGS, IMAGE]
     assert "--privileged" not in data["command"]
     # Podman really ran as gpuuser: the image is in gpuuser's storage, not root's.
     as_user = node.run(["podman", "images", "--quiet", IMAGE], user="gpuuser")

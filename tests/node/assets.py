@@ -70,8 +70,10 @@ def build_assets():
     root = HOME / f"assets-{_source_digest()}"
     assets = Assets(root)
     if not (root / ".complete").exists():
+        # Trees of older sources, unless a run elsewhere may still be using them.
         for stale in HOME.glob("assets-*"):
-            shutil.rmtree(stale)
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
         root.mkdir(parents=True)
         gnupg = _make_gpg_key(assets)
         _build_repos(assets, gnupg)

@@ -351,7 +351,8 @@ class TestRunVectorAdd:
     def test_root_hook_is_the_guides_root_test(self, mod):
         cmd = self._podman(mod)
         ret = mod.run_vector_add(image=IMAGE, mode="hook")
-        assert ret["command"] == ["/usr/bin/podman", "run", "--rm", "--pull=missing", "--privileged", IMAGE]
+        assert ret["command"] == [
+            "/usr/bin/podman", "run", "--rm", "--pull=missing", "--network=none", "--privileged", IMAGE]
         assert cmd.calls[0][0] == ret["command"]
         kwargs = cmd.calls[0][1]
         assert kwargs["python_shell"] is False and kwargs["timeout"] == 300 and "runas" not in kwargs
@@ -372,7 +373,7 @@ class TestRunVectorAdd:
         self._podman(mod)
         ret = mod.run_vector_add(image=IMAGE, mode="cdi", pull="never", timeout=30)
         assert ret["command"] == [
-            "/usr/bin/podman", "run", "--rm", "--pull=never", "--device", "nvidia.com/gpu=all", IMAGE,
+            "/usr/bin/podman", "run", "--rm", "--pull=never", "--network=none", "--device", "nvidia.com/gpu=all", IMAGE,
         ]  # fmt: skip
 
     @pytest.mark.parametrize(
@@ -398,7 +399,7 @@ class TestRunVectorAdd:
         home = self._user(mod, tree)
         cmd = self._podman(mod)
         ret = mod.run_vector_add(image=IMAGE, user="gpuuser", mode="hook")
-        assert ret["command"] == ["/usr/bin/podman", "run", "--rm", "--pull=missing", *ROOTLESS, IMAGE]
+        assert ret["command"] == ["/usr/bin/podman", "run", "--rm", "--pull=missing", "--network=none", *ROOTLESS, IMAGE]
         assert "--privileged" not in ret["command"]
         kwargs = cmd.calls[0][1]
         assert kwargs["runas"] == "gpuuser"

@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from tests.nvidia import NVIDIA_HOOK as HOOK
+
 pytestmark = pytest.mark.node
 
 IMAGE = "localhost:5000/nvgpu/cuda-vector-add:v0.1"
@@ -18,17 +20,6 @@ KERNEL_RELEASE = "4.18.0-513.24.1.el8_9.x86_64"
 LATEST = "580.105.08"  # the latest-dkms stream's driver in the stand-in repos
 OLDER = "550.127.08"  # the 550-dkms stream's
 HOOK_PATH = "/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"
-# The hook file the toolkit RPMs shipped until v1.14 (FACTS.md), as an administrator writes it.
-HOOK = {
-    "version": "1.0.0",
-    "hook": {
-        "path": "/usr/bin/nvidia-container-runtime-hook",
-        "args": ["nvidia-container-runtime-hook", "prestart"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    },
-    "when": {"always": True, "commands": [".*"]},
-    "stages": ["prestart"],
-}
 ROOTLESS_FLAGS = [
     "--security-opt=no-new-privileges",
     "--cap-drop=ALL",

@@ -9,19 +9,10 @@ import json
 
 import pytest
 
+from tests.nvidia import NVIDIA_HOOK
+
 pytestmark = pytest.mark.node
 
-# NVIDIA's oci-nvidia-hook.json, as the toolkit RPMs shipped it (FACTS.md).
-NVIDIA_HOOK = {
-    "version": "1.0.0",
-    "hook": {
-        "path": "/usr/bin/nvidia-container-runtime-hook",
-        "args": ["nvidia-container-runtime-hook", "prestart"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    },
-    "when": {"always": True, "commands": [".*"]},
-    "stages": ["prestart"],
-}
 BOOKKEEPING = ("var.upper/cache/", "var.upper/log/", "etc.upper/salt/pki", "etc.upper/salt/minion_id",
                "var.upper/lib/rpm/rpmdb.sqlite-shm", "var.upper/lib/rpm/rpmdb.sqlite-wal")
 

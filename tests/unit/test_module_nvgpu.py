@@ -413,7 +413,7 @@ class TestRunVectorAdd:
         self._user(mod, tree)
         self._podman(mod)
         ret = mod.run_vector_add(image=IMAGE, user="gpuuser", mode="cdi")
-        assert ret["command"][4:] == [*ROOTLESS, "--device", "nvidia.com/gpu=all", IMAGE]
+        assert ret["command"][5:] == [*ROOTLESS, "--device", "nvidia.com/gpu=all", IMAGE]
         assert "--privileged" not in ret["command"]
 
     def test_unknown_user(self, mod, tree):

@@ -11,6 +11,8 @@ import pathlib
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.nvidia import NVIDIA_HOOK as HOOK
+
 STATES_PATH = pathlib.Path(__file__).resolve().parents[2] / "_states" / "nvgpu.py"
 
 # Execution functions that change the node; test=True must call none of them.
@@ -22,16 +24,6 @@ ACTIONS = {
     "pkg.install", "cp.cache_file",
 }
 
-HOOK = {
-    "version": "1.0.0",
-    "hook": {
-        "path": "/usr/bin/nvidia-container-runtime-hook",
-        "args": ["nvidia-container-runtime-hook", "prestart"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    },
-    "when": {"always": True, "commands": [".*"]},
-    "stages": ["prestart"],
-}
 
 
 class Salt(dict):

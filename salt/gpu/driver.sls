@@ -51,9 +51,12 @@ gpu-nouveau-blacklisted:
         blacklist nouveau
         options nouveau modeset=0
 
+# An argument list, no shell: nothing from pillar is ever interpreted.
 gpu-initramfs-rebuilt:
-  cmd.run:
-    - name: {{ gpu.driver.initramfs_cmd }} {{ grains["kernelrelease"] }}
+  module.run:
+    - cmd.run_all:
+      - cmd: {{ (gpu.driver.initramfs_cmd + [grains["kernelrelease"]]) | json }}
+      - python_shell: false
     - onchanges:
       - file: gpu-nouveau-blacklisted
 

@@ -113,6 +113,7 @@ def test_bad_pillar_fails_early_naming_the_key(node, node_assets):
         ({"rootless_users": [{"uid": 2001}]}, "gpu:rootless_users[0]"),
         ({"selinux": {"policy_source": "https://example.com/nvidia-container.pp", "policy_hash": ""}},
          "gpu:selinux:policy_hash"),
+        ({"driver": {"initramfs_cmd": "dracut -f; rm -rf /boot"}}, "gpu:driver:initramfs_cmd"),
     ]
     for gpu, key in cases:
         res = apply(node, site_pillar(node_assets, **gpu))

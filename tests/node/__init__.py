@@ -56,6 +56,16 @@ class Node:
         root.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(golden), str(root)], check=True)
         (root / ".complete").unlink()
+        # Per node, not in the golden node: the checkout under test may differ between runs.
+        (root / "etc.upper/salt/minion").write_text(yaml.safe_dump({
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "pillar_roots": {"base": ["/etc/salt/pillar"]},
+            "module_dirs": [str(REPO / "_modules")],
+            "states_dirs": [str(REPO / "_states")],
+            "grains_dirs": [str(REPO / "_grains")],
+            "grains": {"kernelrelease": KERNEL_RELEASE},
+        }))
         return cls(root, assets)
 
     def destroy(self):
@@ -222,15 +232,6 @@ def _build_golden(assets, golden):
         # The site's image mirror, as air-gapped GPU sites have.
         "containers/registries.conf.d/50-nvgpu-mirror.conf": '[[registry]]\nlocation = "localhost:5000"\n'
                                                              "insecure = true\n",
-        "salt/minion": yaml.safe_dump({
-            "file_client": "local",
-            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-            "pillar_roots": {"base": ["/etc/salt/pillar"]},
-            "module_dirs": [str(REPO / "_modules")],
-            "states_dirs": [str(REPO / "_states")],
-            "grains_dirs": [str(REPO / "_grains")],
-            "grains": {"kernelrelease": KERNEL_RELEASE},
-        }),
         "salt/pillar/top.sls": "base: {}\n",
     }
     for path, text in files.items():

@@ -773,16 +773,13 @@ _OCI_HOOK_BINARY = "/usr/bin/nvidia-container-runtime-hook"
 _OCI_HOOK_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _checked_run(argv, what, fix, stdin=None):
+def _checked_run(argv, what, fix):
     """
     Run ``argv`` (a list, no shell) and return its cmd.run_all result; raise
     CommandExecutionError naming ``what`` failed, the tool's own message and ``fix``.
     """
 
-    if stdin is None:
-        res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
-    else:
-        res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True, stdin=stdin)
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
     if res["retcode"] != 0:
         said = (res.get("stderr") or res.get("stdout") or "").strip() or "no output"
         raise CommandExecutionError(
@@ -828,13 +825,11 @@ def module_stream(name):
 
     ret = {"name": name, "stream": None, "profiles": [], "state": None}
     path = os.path.join(_MODULES_D, f"{name}.module")
+    text = _read(path)
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
-    except FileNotFoundError:
-        return ret
-    except (OSError, configparser.Error):
+        parser.read_string(text or "")
+    except configparser.Error:
         return ret
     if not parser.has_section(name):
         return ret
@@ -1053,10 +1048,10 @@ def oci_hook(path="/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"):
         salt '*' nvgpu.oci_hook
     """
 
+    text = _read(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else None
+    except ValueError:
         return None
 
 

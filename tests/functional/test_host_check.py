@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+from tests.saltcall import minion_config
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SALT_CALL = pathlib.Path(sys.executable).with_name("salt-call")
 
@@ -31,14 +33,7 @@ def _libcuda_loadable():
 
 @pytest.fixture(scope="module")
 def salt_config(tmp_path_factory):
-    conf = tmp_path_factory.mktemp("salt-conf")
-    (conf / "minion").write_text(
-        f"file_client: local\n"
-        f"root_dir: {conf / 'root'}\n"
-        f"module_dirs: [{REPO / '_modules'}]\n"
-        f"grains_dirs: [{REPO / '_grains'}]\n"
-    )
-    return conf
+    return minion_config(tmp_path_factory.mktemp("salt-conf"))
 
 
 @pytest.fixture(scope="module")

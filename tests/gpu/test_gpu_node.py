@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from tests.saltcall import minion_config
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SAMPLE_LINES = [
     "[Vector addition of 50000 elements]",
@@ -61,14 +63,7 @@ class Result:
 
 @pytest.fixture(scope="module")
 def salt_conf(tmp_path_factory):
-    conf = tmp_path_factory.mktemp("salt")
-    (conf / "minion").write_text(
-        f"file_client: local\n"
-        f"root_dir: {conf / 'root'}\n"
-        f"module_dirs: [{REPO / '_modules'}]\n"
-        f"grains_dirs: [{REPO / '_grains'}]\n"
-    )
-    return conf
+    return minion_config(tmp_path_factory.mktemp("salt"))
 
 
 def salt_call(conf, *args, env=None, timeout=300):

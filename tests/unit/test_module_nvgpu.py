@@ -5,14 +5,12 @@ What really happens on a node (salt-call, /sys/module, Podman) is covered by
 tests/functional/test_module.py.
 """
 
-import importlib.util
 import os
-import pathlib
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-MODULE_PATH = pathlib.Path(__file__).resolve().parents[2] / "_modules" / "nvgpu.py"
+from tests.unit.loader import load
 
 
 class FakeCmd:
@@ -39,9 +37,7 @@ def tree(tmp_path):
 
 @pytest.fixture
 def mod(tree, monkeypatch):
-    spec = importlib.util.spec_from_file_location("nvgpu_under_test_module", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("_modules/nvgpu.py", "nvgpu_under_test_module")
     module.__grains__ = {"kernel": "Linux"}
     module.__context__ = {}
     module.__salt__ = {"cmd.run_all": FakeCmd()}

@@ -2,21 +2,16 @@
 The CUDA error -> diagnosis mapping of _modules/nvgpu_cuda.py and the PTX it keeps.
 """
 
-import importlib.util
-import pathlib
 import re
 
 import pytest
 
-MODULE_PATH = pathlib.Path(__file__).resolve().parents[2] / "_modules" / "nvgpu_cuda.py"
+from tests.unit.loader import load
 
 
 @pytest.fixture(scope="module")
 def mod():
-    spec = importlib.util.spec_from_file_location("nvgpu_cuda_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("_modules/nvgpu_cuda.py", "nvgpu_cuda_under_test")
 
 
 @pytest.mark.parametrize(

@@ -4,22 +4,12 @@ categorisation of ``nvidia-container-cli list``, the vector add's output, the
 diagnosis table, and the version strings.
 """
 
-import importlib.util
-import pathlib
 
 import pytest
 
-MODULE_PATH = pathlib.Path(__file__).resolve().parents[2] / "_modules" / "nvgpu.py"
+from tests.unit.loader import load
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("nvgpu_under_test_parsers", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-nvgpu = _load()
+nvgpu = load("_modules/nvgpu.py", "nvgpu_under_test_parsers")
 
 # nvidia-container-cli -k list on a RHEL 8 node with two A100s in MIG mode (driver 550).
 RHEL_LIST = """\

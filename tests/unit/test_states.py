@@ -5,15 +5,12 @@ changes, nothing called that changes the node), a converged node (no change, no
 action), and failure comments. Real runs are in tests/functional/.
 """
 
-import importlib.util
-import pathlib
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.nvidia import NVIDIA_HOOK as HOOK
-
-STATES_PATH = pathlib.Path(__file__).resolve().parents[2] / "_states" / "nvgpu.py"
+from tests.unit.loader import load
 
 # Execution functions that change the node; test=True must call none of them.
 ACTIONS = {
@@ -56,9 +53,7 @@ def salt():
 
 @pytest.fixture
 def st(salt):
-    spec = importlib.util.spec_from_file_location("nvgpu_states_under_test", STATES_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("_states/nvgpu.py", "nvgpu_states_under_test")
     module.__salt__ = salt
     module.__opts__ = {"test": False}
     return module

@@ -4,7 +4,6 @@ _modules/nvgpu.py): dnf module-stream files, toolkit config, OCI hook, CDI spec,
 restorecon output, subordinate ids; files in a temporary tree, commands recorded.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -12,7 +11,7 @@ import pathlib
 import pytest
 from salt.exceptions import CommandExecutionError
 
-MODULE_PATH = pathlib.Path(__file__).resolve().parents[2] / "_modules" / "nvgpu.py"
+from tests.unit.loader import load
 
 
 class FakeCmd:
@@ -30,9 +29,7 @@ class FakeCmd:
 
 @pytest.fixture
 def mod(tmp_path):
-    spec = importlib.util.spec_from_file_location("nvgpu_facts_under_test", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("_modules/nvgpu.py", "nvgpu_facts_under_test")
     module.__grains__ = {"kernel": "Linux"}
     module.__context__ = {}
     module.__salt__ = {"cmd.run_all": FakeCmd()}

@@ -34,6 +34,15 @@ class SaltResult:
     stdout: str
     stderr: str
 
+    @classmethod
+    def of(cls, proc):
+        """From a finished `salt-call --out=json` process."""
+        try:
+            data = json.loads(proc.stdout).get("local") if proc.stdout.strip() else None
+        except (ValueError, AttributeError):
+            data = None
+        return cls(proc.returncode, data, proc.stdout, proc.stderr)
+
 
 class Node:
     """One simulated node: its directory holds everything it changed."""
@@ -99,14 +108,7 @@ class Node:
             argv.append("pillar=" + json.dumps(pillar))
         if test is not None:
             argv.append(f"test={test}")
-        proc = self.run(argv, timeout=timeout)
-        data = None
-        if proc.stdout.strip():
-            try:
-                data = json.loads(proc.stdout).get("local")
-            except (ValueError, AttributeError):
-                data = None
-        return SaltResult(proc.returncode, data, proc.stdout, proc.stderr)
+        return SaltResult.of(self.run(argv, timeout=timeout))
 
     def write_pillar(self, pillar):
         """Make `pillar` the node's own pillar (top.sls + gpu.sls under /etc/salt/pillar)."""

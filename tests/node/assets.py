@@ -38,6 +38,7 @@ PODMAN_VERSION = "4.3.1"
 REGISTRY = "127.0.0.1:5000"
 IMAGE = "localhost:5000/nvgpu/cuda-vector-add:v0.1"
 GPG_NAME = "nvgpu test repositories <repo@nvgpu.invalid>"
+# One script for every stand-in tool: the name a package installs it under picks the tool.
 STANDIN = HERE / "standins" / "nvstandin"
 
 
@@ -167,11 +168,6 @@ class Package:
              str(spec)])
 
 
-def _tool(name):
-    """A stand-in tool: the one script, installed under the tool's name."""
-    return STANDIN
-
-
 def _driver_packages(stream, version, kmod):
     epoch = "3"
     same = f"= {epoch}:{version}-1.el8"
@@ -190,10 +186,10 @@ def _driver_packages(stream, version, kmod):
         Package("nvidia-driver", version, files=firmware, requires=[f"nvidia-driver-cuda-libs {same}"], **common),
         Package("nvidia-driver-cuda-libs", version, files=libs, **common),
         Package("nvidia-driver-NVML", version, files=nvml, **common),
-        Package("nvidia-driver-cuda", version, files={"/usr/bin/nvidia-smi": _tool("nvidia-smi"),
-                                                       "/usr/bin/nvidia-debugdump": _tool("nvidia-smi")},
+        Package("nvidia-driver-cuda", version, files={"/usr/bin/nvidia-smi": STANDIN,
+                                                       "/usr/bin/nvidia-debugdump": STANDIN},
                 requires=[f"nvidia-driver-NVML {same}", f"nvidia-driver-cuda-libs {same}"], **common),
-        Package("nvidia-modprobe", version, files={"/usr/bin/nvidia-modprobe": _tool("nvidia-modprobe")}, **common),
+        Package("nvidia-modprobe", version, files={"/usr/bin/nvidia-modprobe": STANDIN}, **common),
         Package(kmod, version, files=dkms_src, requires=["dkms", f"nvidia-driver {same}"],
                 # Like the real kmod package: DKMS builds the module for the running kernel.
                 posttrans="/usr/sbin/dkms autoinstall || :", preun="/usr/sbin/dkms-remove || :", **common),
@@ -238,7 +234,7 @@ def _base_packages():
         Package("kernel-headers", KERNEL.rsplit("-", 1)[0], KERNEL.split("-", 1)[1],
                 files={"/usr/include/linux/version.h": f"/* {KERNEL_RELEASE} */\n"}),
         Package("dkms", "3.0.12", "1.el8", arch="noarch", files={
-            "/usr/sbin/dkms": _tool("dkms"), "/usr/sbin/dkms-remove": STANDIN}),
+            "/usr/sbin/dkms": STANDIN, "/usr/sbin/dkms-remove": STANDIN}),
         Package("kmod", "25", "20.el8", files={"/usr/sbin/modprobe": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
         Package("bash", "4.4.20", "4.el8_6", provides=["/bin/sh", "/bin/bash"]),
@@ -277,13 +273,13 @@ def _toolkit_packages():
     return [
         Package("libnvidia-container1", v, "1", files={f"/usr/lib64/libnvidia-container.so.{v}": "stand-in\n"}),
         Package("libnvidia-container-tools", v, "1",
-                files={"/usr/bin/nvidia-container-cli": _tool("nvidia-container-cli")},
+                files={"/usr/bin/nvidia-container-cli": STANDIN},
                 requires=[f"libnvidia-container1 {same}"]),
         Package("nvidia-container-toolkit-base", v, "1", files={
-            "/usr/bin/nvidia-ctk": _tool("nvidia-ctk"),
+            "/usr/bin/nvidia-ctk": STANDIN,
             "/etc/nvidia-container-runtime/config.toml": config}),
         Package("nvidia-container-toolkit", v, "1", files={
-            "/usr/bin/nvidia-container-runtime-hook": _tool("nvidia-container-runtime-hook")},
+            "/usr/bin/nvidia-container-runtime-hook": STANDIN},
             requires=[f"nvidia-container-toolkit-base {same}", f"libnvidia-container-tools {same}"]),
     ]
 
@@ -354,9 +350,15 @@ def site_pillar(assets, **gpu):
                     "policy_hash": "sha256=" + hashlib.sha256(assets.policy.read_bytes()).hexdigest()},
         "validate": {"image": assets.image},
     }
-    for key, value in gpu.items():
-        pillar[key] = {**pillar.get(key, {}), **value} if isinstance(value, dict) else value
-    return {"gpu": pillar}
+    return {"gpu": merge_stages(pillar, gpu)}
+
+
+def merge_stages(gpu, overrides):
+    """`gpu` pillar with `overrides` laid over it, one level deep (per stage key)."""
+    merged = dict(gpu)
+    for key, value in overrides.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
 
 
 # --------------------------------------------------------------------------- image and registry

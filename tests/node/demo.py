@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from tests.node import REPO, SALT_CALL, Node, SaltResult, build_assets, site_pillar
+from tests.node.assets import merge_stages
 
 ROOTLESS_USER = {"name": "gpuuser", "uid": 2001}
 
@@ -51,8 +52,7 @@ class Host:
     def salt_call(self, *args):
         proc = subprocess.run([str(SALT_CALL), "--local", "-c", str(self.config), "--out=json",
                                "--log-level=quiet", *args], capture_output=True, text=True)
-        data = json.loads(proc.stdout).get("local") if proc.stdout.strip() else None
-        return SaltResult(proc.returncode, data, proc.stdout, proc.stderr)
+        return SaltResult.of(proc)
 
 
 def simulated_node():
@@ -60,9 +60,7 @@ def simulated_node():
     node = Node.create(assets, name="demo")
     pillar = yaml.safe_load((REPO / "pillar.example").read_text())
     site = site_pillar(assets, rootless_users=[ROOTLESS_USER])["gpu"]
-    for key, value in site.items():
-        pillar["gpu"][key] = {**pillar["gpu"].get(key, {}), **value} if isinstance(value, dict) else value
-    node.write_pillar(pillar)
+    node.write_pillar({"gpu": merge_stages(pillar["gpu"], site)})
     node.name = f"simulated RHEL 8.9 ({node.root})"
     return node, assets.image
 

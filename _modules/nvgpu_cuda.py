@@ -267,14 +267,6 @@ class _CudaError(Exception):
         self.call, self.code, self.name, self.text = call, code, name, text
 
 
-def _driver_module_version():
-    try:
-        with open("/sys/module/nvidia/version", encoding="ascii") as fh:
-            return fh.read().strip() or None
-    except OSError:
-        return None
-
-
 def _random_floats(count):
     """
     ``count`` random float32 in [1, 2) with 15 random mantissa bits, so that the sum of two is
@@ -536,8 +528,9 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         "stderr": "",
         "diagnosis": None,
         "duration_s": 0.0,
-        "driver_version": _driver_module_version(),
+        "driver_version": __salt__["nvgpu.driver_version"](),
     }
+    # Imported here, not at the top: the child runs this same file and needs no subprocess.
     import subprocess
 
     start = time.monotonic()

@@ -50,6 +50,9 @@ class Node:
     def __init__(self, root, assets):
         self.root = Path(root)
         self.assets = assets
+        # Host directories seen as they are inside the node, never part of its layers:
+        # the checkout and the venv running the tests (see `enter`).
+        self.host_paths = [REPO] + ([Path(sys.prefix)] if sys.prefix != sys.base_prefix else [])
 
     # ------------------------------------------------------------------ creation
 
@@ -97,7 +100,7 @@ class Node:
 
     def command_prefix(self):
         """The argv prefix that runs a command inside this node (a private "boot")."""
-        keep = ":".join(str(p) for p in (REPO, Path(sys.executable).parent.parent))
+        keep = ":".join(str(p) for p in self.host_paths)
         return ["env", f"NVGPU_NODE_KEEP={keep}", "unshare", "--mount", "--propagation", "private",
                 "--pid", "--fork", "--kill-child", "--mount-proc", "--", "/bin/bash", str(ENTER), str(self.root)]
 

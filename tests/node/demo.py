@@ -10,6 +10,7 @@ Prints the per-stage results of each run and ends with one line a script can rea
 
 import glob
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from tests.node import REPO, SALT_CALL, Node, SaltResult, build_assets, site_pil
 from tests.node.assets import merge_stages
 
 ROOTLESS_USER = {"name": "gpuuser", "uid": 2001}
+STDERR_TAIL = 15  # lines of a failed vector add's output shown in the summary
 
 
 def has_nvidia_gpu():
@@ -101,6 +103,12 @@ def vector_add(node, image, user=None):
               f"{data['threads']} threads, mode {data.get('mode')}, {data['duration_s']:.2f} s)")
     else:
         print(f"vector add as {who}: FAILED (exit {result.retcode}): {data.get('diagnosis') or result.stderr}")
+        # What to run by hand, and what it said: enough to act on without re-running.
+        if data.get("command"):
+            print(f"  command: {shlex.join(data['command'])}")
+        tail = (data.get("stderr") or data.get("stdout") or result.stderr or "").strip().splitlines()[-STDERR_TAIL:]
+        if tail:
+            print("  last lines it printed:\n" + "\n".join(f"    {line}" for line in tail))
     return bool(data.get("passed"))
 
 

@@ -16,9 +16,10 @@ raises, and ``nvidia-smi`` gets a few seconds at most.
 
 import ctypes
 import logging
-import os
 import shutil
 import subprocess
+
+import nvgpu_node
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _from_nvml():
         cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
         facts = {
             "driver_version": _decode(pynvml.nvmlSystemGetDriverVersion()),
-            "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}",
+            "cuda_driver_version": nvgpu_node.cuda_version_string(cuda),
             "gpus": [],
             "source": "nvml",
         }
@@ -77,7 +78,7 @@ def _cuda_driver_version():
         cuda = ctypes.CDLL("libcuda.so.1")
         version = ctypes.c_int()
         if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0:
-            return f"{version.value // 1000}.{version.value % 1000 // 10}"
+            return nvgpu_node.cuda_version_string(version.value)
     except (OSError, AttributeError):
         pass
     return None
@@ -123,7 +124,7 @@ def nvgpu():
     "memory_total_mib"}], "driver_version", "cuda_driver_version", "source"}``, or nothing where
     the NVIDIA driver is not loaded.
     """
-    if not os.path.isdir("/sys/module/nvidia"):
+    if not nvgpu_node.module_loaded("nvidia"):
         return {}
     facts = None
     try:

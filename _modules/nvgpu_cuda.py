@@ -19,6 +19,12 @@ import sys
 import time
 from array import array
 
+# The check's child process runs this file with the standard library alone
+# (python -I -S): it needs none of Salt or the shared layer, and cannot import them.
+if __name__ != "__main__":
+    import nvgpu_failures
+    import nvgpu_node
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "nvgpu_cuda"
@@ -73,155 +79,6 @@ $L__BB0_2:
 \0"""
 
 _LIBCUDA = "libcuda.so.1"
-_DRIVER_FIX = (
-    "Install the NVIDIA driver (salt-call state.apply gpu, or dnf module install "
-    "nvidia-driver:<stream>), then load it: salt-call nvgpu.load_modules"
-)
-_GPU_FIX = (
-    "Look for Xid errors from NVRM in `dmesg` and at `nvidia-smi -q -d ECC,PAGE_RETIREMENT`; "
-    "drain the node and reset the GPU (nvidia-smi -r) or reboot; if it recurs, the GPU needs service"
-)
-
-# What a CUDA driver API error most often means on a node, by its cuGetErrorName name. The
-# runtime API's cudaErrorInsufficientDriver (35) has no driver API twin: an old driver shows up
-# here as CUDA_ERROR_UNSUPPORTED_PTX_VERSION or CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER.
-_DIAGNOSES = {
-    "CUDA_ERROR_NO_DEVICE": (
-        "The driver sees no CUDA-capable GPU: the /dev/nvidia* device nodes are missing or not "
-        "accessible to this user, the GPU is not bound to the nvidia driver, or "
-        "CUDA_VISIBLE_DEVICES hides it",
-        "Run salt-call nvgpu.load_modules (it creates /dev/nvidia*), check `nvidia-smi -L` and "
-        "`lspci -k -d 10de:`, and unset CUDA_VISIBLE_DEVICES",
-    ),
-    "CUDA_ERROR_INVALID_DEVICE": (
-        "There is no GPU with the requested index on this node",
-        "Pass a device index that `nvidia-smi -L` lists",
-    ),
-    "CUDA_ERROR_NOT_INITIALIZED": (
-        "The CUDA driver could not be initialised: the nvidia kernel module is not loaded or "
-        "failed to initialise the GPU",
-        "Run salt-call nvgpu.load_modules and read `dmesg | grep NVRM` for the driver's reason",
-    ),
-    "CUDA_ERROR_DEINITIALIZED": (
-        "The CUDA driver is shutting down or was unloaded while the check ran",
-        "Run the check again; if it repeats, read `dmesg | grep NVRM`",
-    ),
-    "CUDA_ERROR_UNKNOWN@cuInit": (
-        "cuInit failed without a specific reason: most often the nvidia_uvm module is not "
-        "loaded (/dev/nvidia-uvm missing), or the kernel module and libcuda come from "
-        "different driver versions",
-        "Run salt-call nvgpu.load_modules (nvidia-modprobe -u loads nvidia_uvm); if it is "
-        "loaded, compare /sys/module/nvidia/version with the libcuda.so version and reboot "
-        "after a driver upgrade",
-    ),
-    "CUDA_ERROR_STUB_LIBRARY": (
-        "The libcuda.so.1 that was loaded is the CUDA toolkit's stub (lib64/stubs), not the "
-        "driver's library",
-        "Remove the CUDA toolkit's stubs directory from LD_LIBRARY_PATH and /etc/ld.so.conf.d, "
-        "then run ldconfig",
-    ),
-    "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH": (
-        "The loaded nvidia kernel module and the user-space driver libraries are from different "
-        "driver versions (typically: the driver was upgraded and the node not rebooted)",
-        "Reboot the node, or unload and reload the nvidia modules, so that both sides match",
-    ),
-    "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE": (
-        "A CUDA forward-compatibility libcuda (cuda-compat) is in use on a GPU that does not "
-        "support it",
-        "Remove the cuda-compat directory from LD_LIBRARY_PATH, or upgrade the driver stream",
-    ),
-    "CUDA_ERROR_SYSTEM_NOT_READY": (
-        "The system is not ready for CUDA: on NVSwitch systems (HGX/DGX) the NVIDIA Fabric "
-        "Manager is not running or does not match the driver",
-        "Install nvidia-fabricmanager of the driver's version and run "
-        "`systemctl enable --now nvidia-fabricmanager`",
-    ),
-    "CUDA_ERROR_DEVICE_UNAVAILABLE": (
-        "The GPU is busy or unavailable: it is in exclusive-process compute mode and another "
-        "process holds it, or it is being reset",
-        "Check `nvidia-smi` for the compute mode and processes; `nvidia-smi -c DEFAULT` allows "
-        "shared use",
-    ),
-    "CUDA_ERROR_OUT_OF_MEMORY": (
-        "The GPU's memory is full",
-        "See which processes hold GPU memory with `nvidia-smi` and stop them",
-    ),
-    "CUDA_ERROR_UNSUPPORTED_PTX_VERSION": (
-        "CUDA driver version is insufficient: the driver is too old for the PTX of the check",
-        "Upgrade the driver stream (pillar gpu:driver:stream), then reboot",
-    ),
-    "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER": (
-        "CUDA driver version is insufficient for a call the check makes",
-        "Upgrade the driver stream (pillar gpu:driver:stream), then reboot",
-    ),
-    "CUDA_ERROR_JIT_COMPILER_NOT_FOUND": (
-        "The driver's PTX JIT compiler (libnvidia-ptxjitcompiler.so.1) is missing",
-        "Reinstall the driver's CUDA libraries (the nvidia-driver-cuda-libs package of the stream)",
-    ),
-    "CUDA_ERROR_JIT_COMPILATION_DISABLED": (
-        "PTX JIT compilation is disabled (CUDA_DISABLE_PTX_JIT or the driver's settings)",
-        "Unset CUDA_DISABLE_PTX_JIT in the minion's environment",
-    ),
-    "CUDA_ERROR_INVALID_PTX": (
-        "The driver's JIT compiler rejected the check's PTX: the driver's PTX compiler is "
-        "damaged or older than the PTX",
-        "Reinstall or upgrade the driver stream (nvidia-driver-cuda-libs provides the JIT compiler)",
-    ),
-    "CUDA_ERROR_NO_BINARY_FOR_GPU": (
-        "The driver could not produce code for this GPU from the check's PTX",
-        "Upgrade the driver stream to one that supports this GPU",
-    ),
-    "CUDA_ERROR_INVALID_IMAGE": (
-        "The driver rejected the check's kernel image",
-        "Reinstall the driver stream; if it repeats, upgrade it",
-    ),
-    "CUDA_ERROR_OPERATING_SYSTEM": (
-        "An operating-system call inside the driver failed (device-node permissions, limits, "
-        "or an SELinux denial)",
-        "Check the /dev/nvidia* permissions, `ausearch -m avc -ts recent`, and `dmesg | grep NVRM`",
-    ),
-}
-_GPU_FAULTS = {
-    "CUDA_ERROR_ECC_UNCORRECTABLE",
-    "CUDA_ERROR_ILLEGAL_ADDRESS",
-    "CUDA_ERROR_ILLEGAL_INSTRUCTION",
-    "CUDA_ERROR_HARDWARE_STACK_ERROR",
-    "CUDA_ERROR_MISALIGNED_ADDRESS",
-    "CUDA_ERROR_INVALID_PC",
-    "CUDA_ERROR_LAUNCH_FAILED",
-    "CUDA_ERROR_LAUNCH_TIMEOUT",
-    "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
-    "CUDA_ERROR_NVLINK_UNCORRECTABLE",
-    "CUDA_ERROR_CONTAINED",
-    "CUDA_ERROR_UNKNOWN",
-}
-# CUresult names for when cuGetErrorName itself is unusable.
-_NAMES = {
-    1: "CUDA_ERROR_INVALID_VALUE",
-    2: "CUDA_ERROR_OUT_OF_MEMORY",
-    3: "CUDA_ERROR_NOT_INITIALIZED",
-    4: "CUDA_ERROR_DEINITIALIZED",
-    34: "CUDA_ERROR_STUB_LIBRARY",
-    36: "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER",
-    46: "CUDA_ERROR_DEVICE_UNAVAILABLE",
-    100: "CUDA_ERROR_NO_DEVICE",
-    101: "CUDA_ERROR_INVALID_DEVICE",
-    200: "CUDA_ERROR_INVALID_IMAGE",
-    209: "CUDA_ERROR_NO_BINARY_FOR_GPU",
-    214: "CUDA_ERROR_ECC_UNCORRECTABLE",
-    218: "CUDA_ERROR_INVALID_PTX",
-    221: "CUDA_ERROR_JIT_COMPILER_NOT_FOUND",
-    222: "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
-    223: "CUDA_ERROR_JIT_COMPILATION_DISABLED",
-    304: "CUDA_ERROR_OPERATING_SYSTEM",
-    700: "CUDA_ERROR_ILLEGAL_ADDRESS",
-    719: "CUDA_ERROR_LAUNCH_FAILED",
-    802: "CUDA_ERROR_SYSTEM_NOT_READY",
-    803: "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
-    804: "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
-    999: "CUDA_ERROR_UNKNOWN",
-}
-
 
 def __virtual__():
     """
@@ -234,9 +91,9 @@ def __virtual__():
 
 def diagnosis(error, call=None, text=None):
     """
-    Return ``{"cause": ..., "fix": ...}`` for a CUDA driver API error name (as cuGetErrorName
-    gives it, e.g. ``CUDA_ERROR_NO_DEVICE``, or the code as an int), the call that returned it,
-    and the driver's own text for it.
+    Return ``{"cause": ..., "fix": ..., "layer": ...}`` for a CUDA driver API error name (as
+    cuGetErrorName gives it, e.g. ``CUDA_ERROR_NO_DEVICE``, or the code as an int), the call
+    that returned it, and the driver's own text for it.
 
     CLI Example:
 
@@ -244,21 +101,7 @@ def diagnosis(error, call=None, text=None):
 
         salt '*' nvgpu_cuda.diagnosis CUDA_ERROR_NO_DEVICE call=cuInit
     """
-    if isinstance(error, int) or str(error).isdigit():
-        error = _NAMES.get(int(error), f"CUDA error {int(error)}")
-    said = f"{call} returned {error}" + (f" ({text})" if text else "")
-    found = _DIAGNOSES.get(f"{error}@{call}") or _DIAGNOSES.get(error)
-    if found:
-        return {"cause": f"{found[0]}. [{said}]", "fix": found[1]}
-    if error in _GPU_FAULTS:
-        return {
-            "cause": f"The GPU failed while running the kernel (a hardware or driver fault). [{said}]",
-            "fix": _GPU_FIX,
-        }
-    return {
-        "cause": f"The CUDA driver failed the check. [{said}]",
-        "fix": "Read `dmesg | grep -e NVRM -e Xid` and `nvidia-smi -q` for the driver's view of the GPU",
-    }
+    return nvgpu_failures.diagnose_cuda(error, call=call, text=text)
 
 
 class _CudaError(Exception):
@@ -308,7 +151,7 @@ def _check(elements, threads, device, report):
         ptr = ctypes.c_char_p()
         if cuda.cuGetErrorName(code, ctypes.byref(ptr)) == 0 and ptr.value:
             return ptr.value.decode()
-        return _NAMES.get(code, f"CUDA error {code}")
+        return f"CUDA error {code}"
 
     def text_of(code):
         ptr = ctypes.c_char_p()
@@ -323,7 +166,7 @@ def _check(elements, threads, device, report):
 
     version = ctypes.c_int()
     if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0:
-        res["cuda_driver_version"] = f"{version.value // 1000}.{version.value % 1000 // 10}"
+        res["cuda_driver_version"] = version.value
 
     u64 = ctypes.c_uint64
     ctx, module, func = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
@@ -436,43 +279,15 @@ def _read_result(proc, timeout):
     return json.loads(buf.split(b"\n", 1)[0])
 
 
-def _result_diagnosis(error, timeout):
-    name, call = error["name"], error["call"]
-    if name == "NO_LIBCUDA":
-        if os.path.isdir("/sys/module/nvidia"):
-            return {
-                "cause": (
-                    "The nvidia kernel module is loaded but libcuda.so.1, the driver's CUDA "
-                    f"library, cannot be loaded: {error['text']}"
-                ),
-                "fix": (
-                    "Install the driver stream's CUDA libraries (nvidia-driver-cuda-libs) and run "
-                    "ldconfig; the minion must see the same libraries as the kernel module"
-                ),
-            }
-        return {
-            "cause": f"No NVIDIA driver installed/loaded: libcuda.so.1 cannot be loaded ({error['text']})",
-            "fix": _DRIVER_FIX,
-        }
-    if name == "RESULT_MISMATCH":
-        return {
-            "cause": f"The GPU computed a wrong sum (result verification failed at {error['text']})",
-            "fix": _GPU_FIX,
-        }
-    if name == "TIMEOUT":
-        return {
-            "cause": (
-                f"The check did not finish within {timeout} s: a CUDA driver call hung (a hung or "
-                "resetting GPU, or a driver waiting on a locked device)"
-            ),
-            "fix": _GPU_FIX,
-        }
-    if name == "CRASHED":
-        return {
-            "cause": f"The check process died inside the CUDA driver ({error['text']})",
-            "fix": _GPU_FIX,
-        }
-    return diagnosis(name, call=call, text=error.get("text"))
+def _result_diagnosis(error):
+    name = error["name"]
+    if name == "NO_LIBCUDA" and nvgpu_node.module_loaded("nvidia"):
+        name = "NO_LIBCUDA_WITH_MODULE"
+    if name in nvgpu_failures.HOST_CHECK_FAILURES:
+        return nvgpu_failures.diagnose_host_check(name, error["text"])
+    # Where the driver could not name an error, the child gives its code.
+    error_id = error["code"] if name.startswith("CUDA error") else name
+    return diagnosis(error_id, call=error["call"], text=error.get("text"))
 
 
 def vector_add(elements=50000, threads=256, timeout=300, device=0):
@@ -528,7 +343,7 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         "stderr": "",
         "diagnosis": None,
         "duration_s": 0.0,
-        "driver_version": __salt__["nvgpu.driver_version"](),
+        "driver_version": nvgpu_node.loaded_driver_version(),
     }
     # Imported here, not at the top: the child runs this same file and needs no subprocess.
     import subprocess
@@ -558,9 +373,11 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
     # Python reaps it later (or init does, when this job process ends).
     ret["duration_s"] = round(time.monotonic() - start, 3)
 
-    for key in ("cuda_driver_version", "device_name", "timings"):
+    for key in ("device_name", "timings"):
         if key in result:
             ret[key] = result[key]
+    if "cuda_driver_version" in result:
+        ret["cuda_driver_version"] = nvgpu_node.cuda_version_string(result["cuda_driver_version"])
     ret["stdout"] = "".join(f"{line}\n" for line in result["stdout"])
     ret["stderr"] = "".join(f"{line}\n" for line in result["stderr"] if line)
     # Like the sample's output parsed: the sizes are known once the lines saying them were printed.
@@ -573,7 +390,7 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         ret["passed"] = True
         ret["retcode"] = 0
     else:
-        ret["diagnosis"] = _result_diagnosis(result["error"], timeout)
+        ret["diagnosis"] = _result_diagnosis(result["error"])
         if result["error"]["name"] == "TIMEOUT":
             ret["retcode"] = 124
         __context__["retcode"] = 1

@@ -5,6 +5,7 @@ Runs ``nvgpu.run_vector_add`` on every targeted minion and sums the answers up: 
 many nodes pass, and for each one that does not, the cause and the fix.
 """
 
+import nvgpu_failures
 import salt.client
 import salt.utils.minions
 
@@ -53,7 +54,7 @@ def report(tgt="*", tgt_type="glob", image=None, user=None, mode="auto", timeout
             continue
         node = {"passed": ret["passed"], "duration_s": ret.get("duration_s"), "mode": ret.get("mode")}
         if not ret["passed"]:
-            node.update(ret.get("diagnosis") or {"cause": "unknown", "fix": "see nvgpu.run_vector_add output"})
+            node.update(ret.get("diagnosis") or nvgpu_failures.UNKNOWN)
         nodes[minion] = node
 
     passed = sum(1 for node in nodes.values() if node["passed"])

@@ -1,21 +1,17 @@
 """
 States that make a RHEL 8/9 host a validated NVIDIA GPU node for Podman containers.
 
-Idempotent, ``test=True``-aware wrappers over the ``nvgpu`` execution module. Each
-state finds the difference first and returns early when there is none; with
-``test=True`` it returns ``result: None`` and exactly the changes it would make, and
-changes nothing; a failure comment says what failed, why, and what to do.
+Idempotent, ``test=True``-aware states over the nvgpu execution modules (``nvgpu``,
+``nvgpu_toolkit``, ``nvgpu_selinux``, ``nvgpu_rootless``); dnf module streams have
+their own states (``dnf_module.installed``). Each state finds the difference first and
+returns early when there is none; with ``test=True`` it returns ``result: None`` and
+exactly the changes it would make, and changes nothing; a failure comment says what
+failed, why, and what to do.
 
 .. code-block:: yaml
 
-    gpu-driver-stream:
-      nvgpu.module_stream:
-        - name: nvidia-driver
-        - stream: latest-dkms
-        - profile: default
-
     gpu-nouveau-unloaded:
-      nvgpu.module_unloaded:
+      nvgpu.kernel_module_unloaded:
         - name: nouveau
 
     gpu-driver-modules-loaded:
@@ -37,25 +33,16 @@ changes nothing; a failure comment says what failed, why, and what to do.
 """
 
 import os
-import re
+import urllib.parse
 
+import nvgpu_node
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "nvgpu"
 
-_TOOLKIT_MODES = ("auto", "hook", "cdi")
-_HOOK_PATH = "/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"
-_HOOK_BINARY = "/usr/bin/nvidia-container-runtime-hook"
-_CDI_PATH = "/etc/cdi/nvidia.yaml"
-_CDI_KIND = "nvidia.com/gpu"
-# Podman reads CDI specs from 4.1 on; NVIDIA recommends CDI over the hook there.
-_CDI_MIN_PODMAN = (4, 1)
-_NO_CGROUPS = "nvidia-container-cli.no-cgroups"
-_HASH_LENGTHS = {32: "md5", 40: "sha1", 56: "sha224", 64: "sha256", 96: "sha384", 128: "sha512"}
-
 
 def __virtual__():
-    if "nvgpu.module_stream" not in __salt__:
+    if "nvgpu.load_modules" not in __salt__:
         return (False, "the nvgpu execution module is not loaded (sync _modules or install saltext.nvgpu)")
     return __virtualname__
 
@@ -69,99 +56,22 @@ def _pending(ret, changes, comment):
     return ret
 
 
+def _finish(ret, changes, subject, ready, note=""):
+    """The end of a state that collected ``changes``: ``ready`` when there are none, else
+    what would change (test=True) or what changed, by the names of the changes."""
+    if not changes:
+        ret["comment"] = ready + note
+    elif __opts__["test"]:
+        _pending(ret, changes, f"{subject} would change: {', '.join(changes)}{note}")
+    else:
+        ret.update(changes=changes, comment=f"{subject} changed: {', '.join(changes)}{note}")
+    return ret
+
+
 def _failed(ret, comment, changes=None):
     ret.update(result=False, comment=comment)
     if changes:
         ret["changes"] = changes
-    return ret
-
-
-# ---------------------------------------------------------------------------
-# dnf module streams
-# ---------------------------------------------------------------------------
-
-
-def module_stream(name, stream, profile=None, platform=None):
-    """
-    Ensure the dnf module ``name`` is enabled on ``stream`` with ``profile`` installed,
-    switching a host that is on another stream.
-
-    The current stream and profiles are read from ``/etc/dnf/modules.d/<name>.module``,
-    so a converged host runs no dnf at all.
-
-    name
-        The module, e.g. ``nvidia-driver`` or ``container-tools``.
-
-    stream
-        The stream, e.g. ``latest-dkms``, ``550-dkms``, ``open-dkms``.
-
-    profile
-        The profile to install; the stream's default profile when None (then any
-        installed profile counts as installed).
-
-    platform
-        ``module_platform_id`` for dnf (e.g. ``platform:el8``), for hosts whose
-        os-release does not name it. Default: dnf's own.
-
-    .. code-block:: yaml
-
-        gpu-driver-stream:
-          nvgpu.module_stream:
-            - name: nvidia-driver
-            - stream: latest-dkms
-            - profile: default
-    """
-    ret = _ret(name)
-    spec = f"{name}:{stream}" + (f"/{profile}" if profile else "")
-    try:
-        cur = __salt__["nvgpu.module_stream"](name)
-        enabled_here = cur["state"] == "enabled" and cur["stream"] == stream
-        has_profile = profile in cur["profiles"] if profile else bool(cur["profiles"])
-        if enabled_here and has_profile:
-            ret["comment"] = f"Module stream {spec} is already installed"
-            return ret
-
-        if cur["state"] == "enabled" and cur["stream"] and cur["stream"] != stream:
-            action = "switch"
-        elif cur["state"] == "disabled":
-            action = "reset"
-        else:
-            action = "install"
-        new_profiles = sorted(set(cur["profiles"] if enabled_here else []) | {profile or "(default)"})
-        changes = {}
-        if cur["stream"] != stream or cur["state"] != "enabled":
-            changes["stream"] = {"old": cur["stream"] if cur["state"] == "enabled" else None, "new": stream}
-        changes["profiles"] = {"old": cur["profiles"], "new": new_profiles}
-        what = {
-            "switch": f"Module {name} {{}} switched from stream {cur['stream']} to {spec}",
-            "reset": f"Module {name} {{}} reset (it was disabled) and {spec} installed",
-            "install": f"Module stream {spec} {{}} installed",
-        }[action]
-        if __opts__["test"]:
-            return _pending(ret, changes, what.format("would be"))
-
-        if action == "switch":
-            __salt__["nvgpu.module_switch"](name, stream, profile=profile, platform=platform)
-        else:
-            if action == "reset":
-                __salt__["nvgpu.module_reset"](name, platform=platform)
-            __salt__["nvgpu.module_install"](name, stream, profile=profile, platform=platform)
-        after = __salt__["nvgpu.module_stream"](name)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, str(err))
-
-    ok = after["state"] == "enabled" and after["stream"] == stream and (
-        profile in after["profiles"] if profile else bool(after["profiles"])
-    )
-    if not ok:
-        return _failed(
-            ret,
-            f"dnf reported success but /etc/dnf/modules.d/{name}.module says stream={after['stream']} "
-            f"profiles={','.join(after['profiles'])} state={after['state']}, not {spec}. "
-            f"Run `dnf module info {name}:{stream}` and `dnf module install {spec}` by hand.",
-        )
-    changes["profiles"]["new"] = after["profiles"]
-    ret.update(changes=changes, comment=what.format("was"))
     return ret
 
 
@@ -236,7 +146,7 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
     return ret
 
 
-def module_unloaded(name):
+def kernel_module_unloaded(name):
     """
     Ensure the kernel module ``name`` is not loaded (``modprobe -r``), e.g. nouveau,
     which holds the GPU the NVIDIA driver needs.
@@ -247,7 +157,7 @@ def module_unloaded(name):
     .. code-block:: yaml
 
         gpu-nouveau-unloaded:
-          nvgpu.module_unloaded:
+          nvgpu.kernel_module_unloaded:
             - name: nouveau
     """
     ret = _ret(name)
@@ -272,13 +182,24 @@ def module_unloaded(name):
     return ret
 
 
+def module_unloaded(name):
+    """
+    The former name of :py:func:`kernel_module_unloaded`, kept for existing SLS files.
+    """
+    return kernel_module_unloaded(name)
+
+
+def module_stream(name, stream, profile=None, platform=None):
+    """
+    The former name of ``dnf_module.installed`` (a dnf module stream enabled with a
+    profile installed), kept for existing SLS files.
+    """
+    return __states__["dnf_module.installed"](name, stream, profile=profile, platform=platform)
+
+
 # ---------------------------------------------------------------------------
 # NVIDIA container toolkit
 # ---------------------------------------------------------------------------
-
-
-def _version_tuple(text):
-    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
 
 
 def _cdi_problem(spec, driver):
@@ -287,8 +208,8 @@ def _cdi_problem(spec, driver):
     """
     if not spec["exists"]:
         return "missing"
-    if spec["kind"] != _CDI_KIND or not spec["devices"]:
-        return f"not a {_CDI_KIND} spec with devices"
+    if spec["kind"] != nvgpu_node.CDI_KIND or not spec["devices"]:
+        return f"not a {nvgpu_node.CDI_KIND} spec with devices"
     if not spec["mode"] or not int(spec["mode"], 8) & 0o004:
         return f"not world-readable (mode {spec['mode']})"
     if driver and spec["driver_version"] != driver:
@@ -300,18 +221,16 @@ def container_toolkit(
     name,
     mode="auto",
     rootless=False,
-    package="nvidia-container-toolkit",
-    hook_path=_HOOK_PATH,
-    hook_binary=_HOOK_BINARY,
-    cdi_path=_CDI_PATH,
+    hook_path=nvgpu_node.OCI_HOOK_PATH,
+    hook_binary=nvgpu_node.OCI_HOOK_BINARY,
+    cdi_path=nvgpu_node.CDI_SPEC_PATH,
 ):
     """
     Ensure the NVIDIA container toolkit gives Podman containers the GPU.
 
-    The package is ensured here (``pkg.install`` when ``pkg.version`` finds it
-    missing); its repository is the formula's job (``pkgrepo.managed`` in
-    gpu/toolkit.sls, which this state requires), because Salt's pkgrepo state already
-    does that with GPG keys and test mode.
+    The toolkit's repository and package are Salt's own states' job
+    (``pkgrepo.managed`` and ``pkg.installed`` in gpu/toolkit.sls, which this state
+    requires); this state configures what the package installed.
 
     name
         An ID for the state.
@@ -323,15 +242,13 @@ def container_toolkit(
         names another driver version than the loaded one (a driver upgrade makes it
         stale); NVIDIA's hook file at ``hook_path`` is removed (it would inject the
         GPU a second time), a hook file with other content is left alone.
-        ``auto`` (default): ``cdi`` when Podman is 4.1 or newer, else ``hook``.
+        ``auto`` (default): ``cdi`` when Podman is 4.1 or newer, else ``hook`` (the
+        rule ``nvgpu.run_vector_add`` follows too).
 
     rootless
         Set ``nvidia-container-cli.no-cgroups = true`` in the toolkit's config.toml
         (through ``nvidia-ctk config``) so that rootless Podman can use the hook.
         False leaves the setting as it is.
-
-    package
-        The toolkit package; None to not manage it.
 
     .. code-block:: yaml
 
@@ -340,37 +257,21 @@ def container_toolkit(
             - mode: cdi
             - rootless: True
             - require:
-              - pkgrepo: gpu-toolkit-repo
+              - pkg: gpu-toolkit-installed
     """
     ret = _ret(name)
-    if mode not in _TOOLKIT_MODES:
-        return _failed(ret, f"mode must be one of {', '.join(_TOOLKIT_MODES)}, not {mode!r}")
+    if mode not in nvgpu_node.MODES:
+        return _failed(ret, f"mode must be one of {', '.join(nvgpu_node.MODES)}, not {mode!r}")
     test = __opts__["test"]
     changes = {}
     notes = []
     try:
-        if package and not __salt__["pkg.version"](package):
-            changes["package"] = {"old": None, "new": package}
-            if not test:
-                __salt__["pkg.install"](name=package)
-                version = __salt__["pkg.version"](package)
-                if not version:
-                    return _failed(
-                        ret,
-                        f"pkg.install {package} ran but the package is not installed. Check that the "
-                        f"toolkit repository is configured and enabled (`dnf info {package}`).",
-                        changes,
-                    )
-                changes["package"]["new"] = f"{package}-{version}"
-
-        effective = mode
-        if mode == "auto":
-            podman = __salt__["nvgpu.podman_version"]()
-            if podman:
-                effective = "cdi" if _version_tuple(podman) >= _CDI_MIN_PODMAN else "hook"
-                notes.append(f"mode auto: Podman {podman} -> {effective}")
-            elif test:
-                effective = None
+        podman = __salt__["nvgpu.podman_version"]() if mode == "auto" else None
+        effective = nvgpu_node.resolve_mode(mode, podman)
+        if mode == "auto" and podman:
+            notes.append(f"mode auto: Podman {podman} -> {effective}")
+        elif mode == "auto":
+            if test:
                 notes.append("mode auto: decided once Podman is installed (cdi for Podman >= 4.1, else hook)")
             else:
                 return _failed(
@@ -380,20 +281,20 @@ def container_toolkit(
                 )
 
         if effective == "hook":
-            wanted = __salt__["nvgpu.oci_hook_content"](hook_binary)
-            current = __salt__["nvgpu.oci_hook"](hook_path)
+            wanted = __salt__["nvgpu_toolkit.oci_hook_content"](hook_binary)
+            current = __salt__["nvgpu_toolkit.oci_hook"](hook_path)
             if current != wanted:
                 changes["oci_hook"] = {"old": "absent" if current is None else "different", "new": hook_path}
                 if not test:
-                    __salt__["nvgpu.write_oci_hook"](hook_path, hook_binary)
+                    __salt__["nvgpu_toolkit.write_oci_hook"](hook_path, hook_binary)
         elif effective == "cdi":
             # NVIDIA's hook injects the GPU into every container on its own; next to CDI
             # it would inject twice. Only a file with exactly NVIDIA's content goes.
-            if __salt__["nvgpu.oci_hook"](hook_path) == __salt__["nvgpu.oci_hook_content"](hook_binary):
+            if __salt__["nvgpu_toolkit.oci_hook"](hook_path) == __salt__["nvgpu_toolkit.oci_hook_content"](hook_binary):
                 changes["oci_hook"] = {"old": hook_path, "new": None}
                 if not test:
-                    __salt__["nvgpu.remove_oci_hook"](hook_path)
-            spec = __salt__["nvgpu.cdi_spec"](cdi_path)
+                    __salt__["nvgpu_toolkit.remove_oci_hook"](hook_path)
+            spec = __salt__["nvgpu_toolkit.cdi_spec"](cdi_path)
             driver = __salt__["nvgpu.driver_version"]()
             problem = _cdi_problem(spec, driver)
             if problem:
@@ -405,7 +306,7 @@ def container_toolkit(
                     "reason": problem,
                 }
                 if not test:
-                    new = __salt__["nvgpu.cdi_generate"](cdi_path)
+                    new = __salt__["nvgpu_toolkit.cdi_generate"](cdi_path)
                     changes["cdi_spec"]["new"] = {
                         "path": cdi_path,
                         "driver_version": new["driver_version"],
@@ -423,14 +324,14 @@ def container_toolkit(
             changes["gpu_access"] = {"old": None, "new": "OCI hook or CDI spec, by Podman version"}
 
         if rootless:
-            current = __salt__["nvgpu.toolkit_config_value"](_NO_CGROUPS)
+            current = __salt__["nvgpu_toolkit.config_value"](nvgpu_node.NO_CGROUPS_KEY)
             if current is not True:
                 changes["no-cgroups"] = {"old": current, "new": True}
                 if not test:
-                    if __salt__["nvgpu.set_toolkit_config"](_NO_CGROUPS, True) is not True:
+                    if __salt__["nvgpu_toolkit.set_config"](nvgpu_node.NO_CGROUPS_KEY, True) is not True:
                         return _failed(
                             ret,
-                            f"nvidia-ctk config --set {_NO_CGROUPS}=true ran but config.toml does not say "
+                            f"nvidia-ctk config --set {nvgpu_node.NO_CGROUPS_KEY}=true ran but config.toml does not say "
                             "so. Check /etc/nvidia-container-runtime/config.toml by hand.",
                             changes,
                         )
@@ -438,13 +339,8 @@ def container_toolkit(
         return _failed(ret, f"Configuring the NVIDIA container toolkit failed: {err}", changes)
 
     note = f" ({'; '.join(notes)})" if notes else ""
-    if not changes:
-        ret["comment"] = f"NVIDIA container toolkit is ready, mode {effective}{note}"
-        return ret
-    if test:
-        return _pending(ret, changes, f"NVIDIA container toolkit would change: {', '.join(changes)}{note}")
-    ret.update(changes=changes, comment=f"NVIDIA container toolkit changed: {', '.join(changes)}{note}")
-    return ret
+    return _finish(ret, changes, "NVIDIA container toolkit", f"NVIDIA container toolkit is ready, mode {effective}",
+                   note)
 
 
 # ---------------------------------------------------------------------------
@@ -453,29 +349,18 @@ def container_toolkit(
 
 
 def _is_remote(source):
-    return bool(re.match(r"^(https?|ftp)://", str(source)))
-
-
-def _split_hash(source_hash):
-    """
-    ``(form, hexdigest)`` from ``sha256=HEX``, ``sha256:HEX`` or a bare hex digest.
-    """
-    text = str(source_hash).strip()
-    match = re.match(r"^(md5|sha1|sha224|sha256|sha384|sha512)[=:]([0-9a-fA-F]+)$", text)
-    if match:
-        return match.group(1), match.group(2).lower()
-    if re.match(r"^[0-9a-fA-F]+$", text) and len(text) in _HASH_LENGTHS:
-        return _HASH_LENGTHS[len(text)], text.lower()
-    raise SaltInvocationError(f"source_hash {source_hash!r} is not sha256=HEX, sha256:HEX or a hex digest")
+    """True for a source fetched over the network (any URL scheme but salt:// and file://)."""
+    # urlsplit lower-cases the scheme: HTTPS:// is remote as https:// is.
+    return urllib.parse.urlsplit(str(source)).scheme not in ("", "salt", "file")
 
 
 def _fetch_policy(source, source_hash, saltenv):
     """
     Local path of the policy package, fetched with Salt's file client when needed and
-    checked against ``source_hash``.
+    checked against ``source_hash`` with Salt's own hash handling (``file.check_hash``).
     """
-    if source.startswith("file://"):
-        path = source[len("file://") :]
+    if urllib.parse.urlsplit(source).scheme == "file":
+        path = urllib.parse.urlsplit(source).path
     elif source.startswith("/"):
         path = source
     else:
@@ -486,17 +371,13 @@ def _fetch_policy(source, source_hash, saltenv):
                 "(gpu:selinux:policy_source) and that the minion can reach it."
             )
     if not os.path.isfile(path):
+        raise CommandExecutionError(f"SELinux policy package {path} does not exist (gpu:selinux:policy_source)")
+    # file.check_hash compares hex digests as given; a digest pasted in upper case is the same digest.
+    if source_hash and not __salt__["file.check_hash"](path, str(source_hash).strip().lower()):
         raise CommandExecutionError(
-            f"SELinux policy package {path} does not exist (gpu:selinux:policy_source)"
+            f"SELinux policy package {source} does not match {source_hash}. The download is corrupt or "
+            "the file changed upstream: check it, then fix gpu:selinux:policy_hash."
         )
-    if source_hash:
-        form, expected = _split_hash(source_hash)
-        actual = __salt__["file.get_hash"](path, form=form)
-        if actual != expected:
-            raise CommandExecutionError(
-                f"SELinux policy package {source} has {form} {actual}, expected {expected}. The download "
-                "is corrupt or the file changed upstream: check it, then fix gpu:selinux:policy_hash."
-            )
     return path
 
 
@@ -553,9 +434,7 @@ def selinux_ready(
     test = __opts__["test"]
     changes = {}
     try:
-        if source_hash:
-            _split_hash(source_hash)
-        mode = __salt__["nvgpu.selinux_mode"]()
+        mode = __salt__["nvgpu_selinux.mode"]()
         if mode == "Disabled":
             ret["comment"] = (
                 "SELinux is disabled: no policy module or labels needed. If you enable it later, "
@@ -563,12 +442,12 @@ def selinux_ready(
             )
             return ret
 
-        if module_name not in __salt__["nvgpu.policy_modules"]():
+        if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
             changes["policy_module"] = {"old": None, "new": module_name}
             if not test:
                 path = _fetch_policy(policy_source, source_hash, saltenv)
-                __salt__["nvgpu.install_policy"](path)
-                if module_name not in __salt__["nvgpu.policy_modules"]():
+                __salt__["nvgpu_selinux.install_policy"](path)
+                if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
                     return _failed(
                         ret,
                         f"semodule -i {path} succeeded but `semodule -l` does not list {module_name}: "
@@ -588,17 +467,17 @@ def selinux_ready(
                 files = []
                 for paths in listed.values():
                     files.extend(p for p in paths if p not in files)
-                wrong = __salt__["nvgpu.relabel_needed"](files)
+                wrong = __salt__["nvgpu_selinux.relabel_needed"](files)
                 wrong += [
                     p
-                    for p in __salt__["nvgpu.relabel_needed"](list(relabel_recursive), recursive=True)
+                    for p in __salt__["nvgpu_selinux.relabel_needed"](list(relabel_recursive), recursive=True)
                     if p not in wrong
                 ]
                 if wrong:
                     changes["relabelled"] = wrong
                     if not test:
-                        __salt__["nvgpu.relabel"](wrong)
-                        left = __salt__["nvgpu.relabel_needed"](wrong)
+                        __salt__["nvgpu_selinux.relabel"](wrong)
+                        left = __salt__["nvgpu_selinux.relabel_needed"](wrong)
                         if left:
                             return _failed(
                                 ret,
@@ -610,13 +489,7 @@ def selinux_ready(
     except (CommandExecutionError, SaltInvocationError) as err:
         return _failed(ret, f"Preparing SELinux for GPU containers failed: {err}", changes)
 
-    if not changes:
-        ret["comment"] = f"SELinux ({mode}) is ready: {module_name} installed, labels correct"
-        return ret
-    if test:
-        return _pending(ret, changes, f"SELinux ({mode}) would change: {', '.join(changes)}")
-    ret.update(changes=changes, comment=f"SELinux ({mode}) changed: {', '.join(changes)}")
-    return ret
+    return _finish(ret, changes, f"SELinux ({mode})", f"SELinux ({mode}) is ready: {module_name} installed, labels correct")
 
 
 # ---------------------------------------------------------------------------
@@ -649,18 +522,18 @@ def subids_present(name, start=None, count=65536):
     try:
         count = int(count)
         for kind in ("subuid", "subgid"):
-            cur = __salt__["nvgpu.subid_range"](name, kind=kind)
+            cur = __salt__["nvgpu_rootless.subids"](name, kind=kind)
             if start is None:
                 if any(r["count"] >= count for r in cur):
                     continue
-                new_start = __salt__["nvgpu.free_subid_start"](count, kind=kind)
+                new_start = __salt__["nvgpu_rootless.free_subid_start"](count, kind=kind)
             else:
                 if cur == [{"start": int(start), "count": count}]:
                     continue
                 new_start = int(start)
             changes[kind] = {"old": cur, "new": [{"start": new_start, "count": count}]}
             if not __opts__["test"]:
-                __salt__["nvgpu.set_subid_range"](name, new_start, count, kind=kind)
+                __salt__["nvgpu_rootless.set_subids"](name, new_start, count, kind=kind)
     except (CommandExecutionError, SaltInvocationError, OSError, ValueError) as err:
         return _failed(ret, f"Setting subordinate id ranges of {name} failed: {err}", changes)
     if not changes:
@@ -693,7 +566,7 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
         (docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1).
 
     mode
-        ``hook``, ``cdi`` or ``auto`` (cdi when a CDI spec exists, else hook).
+        ``hook``, ``cdi`` or ``auto`` (cdi with Podman 4.1 or newer, else hook).
 
     .. code-block:: yaml
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.saltcall import minion_config  # noqa: E402
 
 FLOOR = r"""
 import ctypes, json, time
@@ -76,11 +78,7 @@ def main():
     parser.add_argument("--json", help="also write every sample and the medians here")
     args = parser.parse_args()
 
-    conf_dir = pathlib.Path(tempfile.mkdtemp(prefix="nvgpu-bench-"))
-    (conf_dir / "minion").write_text(
-        f"file_client: local\nroot_dir: {conf_dir / 'root'}\n"
-        f"module_dirs: [{REPO / '_modules'}]\ngrains_dirs: [{REPO / '_grains'}]\n"
-    )
+    conf_dir = minion_config(pathlib.Path(tempfile.mkdtemp(prefix="nvgpu-bench-")))
     mods = loader(conf_dir)
     salt_call = [sys.executable, "-c", "import salt.scripts; salt.scripts.salt_call()",
                  "--local", "-c", str(conf_dir), "--out=json", "--log-level=quiet"]

@@ -15,5 +15,6 @@ def minion_config(conf):
         f"root_dir: {conf / 'root'}\n"
         f"module_dirs: [{REPO / '_modules'}]\n"
         f"grains_dirs: [{REPO / '_grains'}]\n"
+        f"utils_dirs: [{REPO / '_utils'}]\n"
     )
     return conf

@@ -19,7 +19,7 @@ gpu-cuda-repo:
     - gpgkey: {{ gpu.repos.cuda.gpgkey }}
 
 gpu-driver-stream:
-  nvgpu.module_stream:
+  dnf_module.installed:
     - name: {{ gpu.driver.module }}
     - stream: {{ gpu.driver.stream | string | yaml_dquote }}
     - profile: {{ gpu.driver.profile | yaml_encode }}
@@ -35,7 +35,7 @@ gpu-cuda-installed:
     - version: {{ gpu.cuda.version | string | yaml_dquote }}
 {%- endif %}
     - require:
-      - nvgpu: gpu-driver-stream
+      - dnf_module: gpu-driver-stream
 
 # The driver packages blacklist nouveau on the kernel command line; this file does
 # it for modprobe and, once in the initramfs, for early boot.
@@ -61,7 +61,7 @@ gpu-initramfs-rebuilt:
       - file: gpu-nouveau-blacklisted
 
 gpu-nouveau-unloaded:
-  nvgpu.module_unloaded:
+  nvgpu.kernel_module_unloaded:
     - name: nouveau
     - require:
       - file: gpu-nouveau-blacklisted
@@ -71,6 +71,6 @@ gpu-driver-modules-loaded:
     - name: nvidia
     - uvm: {{ gpu.driver.uvm }}
     - require:
-      - nvgpu: gpu-driver-stream
+      - dnf_module: gpu-driver-stream
       - pkg: gpu-cuda-installed
       - nvgpu: gpu-nouveau-unloaded

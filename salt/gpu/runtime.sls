@@ -5,7 +5,7 @@
 
 # container-tools brings podman, buildah and skopeo, updated as one tested set.
 gpu-container-runtime:
-  nvgpu.module_stream:
+  dnf_module.installed:
     - name: container-tools
     - stream: {{ gpu.runtime.container_tools_stream | string | yaml_dquote }}
     - profile: {{ gpu.runtime.container_tools_profile }}

@@ -18,7 +18,7 @@ gpu-toolkit-repo-{{ repo.name }}:
     - gpgkey: {{ repo.gpgkey }}
     - sslverify: 1
     - require_in:
-      - nvgpu: gpu-container-toolkit
+      - pkg: gpu-toolkit-installed
 {%- endfor %}
 
 {%- for repo_name in gpu.repos.toolkit.absent %}
@@ -28,14 +28,18 @@ gpu-toolkit-repo-{{ repo_name }}-absent:
     - name: {{ repo_name }}
 {%- endfor %}
 
+gpu-toolkit-installed:
+  pkg.installed:
+    - name: {{ gpu.toolkit.package }}
+
 gpu-container-toolkit:
   nvgpu.container_toolkit:
     - mode: {{ gpu.toolkit.mode }}
     - rootless: {{ gpu.toolkit.rootless }}
-    - package: {{ gpu.toolkit.package }}
-    - hook_path: {{ gpu.toolkit.hook_path }}
-    - hook_binary: {{ gpu.toolkit.hook_binary }}
-    - cdi_path: {{ gpu.toolkit.cdi_path }}
+{%- for key in ["hook_path", "hook_binary", "cdi_path"] if gpu.toolkit[key] %}
+    - {{ key }}: {{ gpu.toolkit[key] }}
+{%- endfor %}
     - require:
+      - pkg: gpu-toolkit-installed
       - nvgpu: gpu-driver-modules-loaded
       - gpu-container-runtime

@@ -9,7 +9,9 @@ include:
 
 gpu-validate-root:
   nvgpu.vector_add_passes:
+{%- if gpu.validate.image %}
     - image: {{ gpu.validate.image }}
+{%- endif %}
     - mode: {{ gpu.validate.mode }}
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}
@@ -23,7 +25,9 @@ gpu-validate-root:
 gpu-validate-{{ user.name }}:
   nvgpu.vector_add_passes:
     - user: {{ user.name }}
+{%- if gpu.validate.image %}
     - image: {{ gpu.validate.image }}
+{%- endif %}
     - mode: {{ gpu.validate.mode }}
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}

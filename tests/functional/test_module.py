@@ -200,7 +200,7 @@ def test_list_container_files_unknown_kind(node):
 def test_vector_add_as_root_with_the_hook(node):
     node.provision()
     add_hook(node)
-    res = vector_add(node)
+    res = vector_add(node, "mode=hook")
     assert res.retcode == 0, res.stdout + res.stderr
     data = res.data
     assert data["passed"] is True, data
@@ -214,7 +214,7 @@ def test_vector_add_as_root_with_the_hook(node):
 def test_vector_add_as_root_with_cdi(node):
     node.provision()
     node.run(["nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"], check=True)
-    res = vector_add(node)  # mode=auto finds the spec
+    res = vector_add(node)  # mode=auto: this node's Podman (4.3) reads CDI specs
     assert res.retcode == 0, res.stdout + res.stderr
     assert res.data["passed"] is True, res.data
     assert res.data["mode"] == "cdi"
@@ -226,7 +226,7 @@ def test_vector_add_rootless_runs_podman_as_the_user(node):
     node.provision()
     add_hook(node)
     rootless_ready(node)
-    res = vector_add(node, "user=gpuuser")
+    res = vector_add(node, "user=gpuuser", "mode=hook")
     assert res.retcode == 0, res.stdout + res.stderr
     data = res.data
     assert data["passed"] is True, data
@@ -271,7 +271,8 @@ def assert_failed_with(res, in_output, in_cause):
 def test_vector_add_without_the_hook_exits_non_zero(node):
     node.provision()  # toolkit installed, but no hook file and no CDI spec
     data = assert_failed_with(
-        vector_add(node), "CUDA driver version is insufficient for CUDA runtime version", "libcuda was not injected"
+        vector_add(node, "mode=hook"), "CUDA driver version is insufficient for CUDA runtime version",
+        "libcuda was not injected",
     )
     assert data["elements"] == 50000 and data["blocks"] is None
     assert data["retcode"] != 0
@@ -281,7 +282,7 @@ def test_vector_add_with_the_driver_not_loaded(node):
     node.provision(loaded=False)
     add_hook(node)
     node.run(["modprobe", "nouveau"], check=True)  # so that the hook's -k cannot load nvidia either
-    data = assert_failed_with(vector_add(node), "nvml error: driver not loaded", "not loaded")
+    data = assert_failed_with(vector_add(node, "mode=hook"), "nvml error: driver not loaded", "not loaded")
     assert "nvgpu.load_modules" in data["diagnosis"]["fix"]
 
 
@@ -314,7 +315,8 @@ def test_vector_add_rootless_without_no_cgroups(node):
 def test_vector_add_image_missing_from_the_registry(node):
     node.provision()
     add_hook(node)
-    res = node.salt_call("nvgpu.run_vector_add", "image=localhost:5000/nvgpu/no-such-image:v0.1", timeout=600)
+    res = node.salt_call("nvgpu.run_vector_add", "image=localhost:5000/nvgpu/no-such-image:v0.1", "mode=hook",
+                         timeout=600)
     assert res.retcode == 1
     assert res.data["passed"] is False
     assert "image" in res.data["diagnosis"]["cause"], res.data
@@ -323,7 +325,7 @@ def test_vector_add_image_missing_from_the_registry(node):
 def test_vector_add_timeout_is_a_failed_result(node):
     node.provision()
     add_hook(node)
-    res = vector_add(node, "timeout=0.01")
+    res = vector_add(node, "mode=hook", "timeout=0.01")
     assert res.retcode == 1
     assert res.data["passed"] is False
     assert "timeout" in res.data["diagnosis"]["cause"], res.data

@@ -21,10 +21,26 @@ def minion_config(node, path, **options):
     node.write_file(f"{path}/minion", yaml.safe_dump({"file_client": "local", **options}))
 
 
+def salt_call(node, python, config, *args):
+    return node.run([python, "-c", "from salt.scripts import salt_call; salt_call()", "--local", "-c", config,
+                     "--out=json", "--log-level=quiet", *args])
+
+
 def list_libraries(node, python, config):
-    proc = node.run([python, "-c", "from salt.scripts import salt_call; salt_call()", "--local", "-c", config,
-                     "--out=json", "--log-level=quiet", "nvgpu.list_container_files", "kind=libraries"])
-    return proc
+    return salt_call(node, python, config, "nvgpu.list_container_files", "kind=libraries")
+
+
+def check_shared_layer(node, python, config):
+    """A function of each further module and a state, all of which import the shared layer."""
+    spec = salt_call(node, python, config, "nvgpu_toolkit.cdi_spec")
+    assert spec.returncode == 0, spec.stderr
+    assert '"exists": false' in spec.stdout
+    stream = salt_call(node, python, config, "dnf_module.info", "nvidia-driver")
+    assert stream.returncode == 0, stream.stderr
+    assert '"state": "enabled"' in stream.stdout
+    pending = salt_call(node, python, config, "state.single", "nvgpu.container_toolkit", "name=toolkit",
+                        "mode=cdi", "test=True")
+    assert '"cdi_spec"' in pending.stdout, pending.stdout + pending.stderr
 
 
 def test_classic_file_roots_and_sync_all(node):
@@ -39,10 +55,12 @@ def test_classic_file_roots_and_sync_all(node):
     assert "modules.nvgpu" in synced["modules"]
     assert "modules.nvgpu_cuda" in synced["modules"]
     assert "states.nvgpu" in synced["states"]
+    assert "utils.nvgpu_node" in synced["utils"]
 
     after = list_libraries(node, sys.executable, "/etc/salt-classic")
     assert after.returncode == 0, after.stderr
     assert "/usr/lib64/libcuda.so.550.127.08" in after.stdout
+    check_shared_layer(node, sys.executable, "/etc/salt-classic")
 
 
 def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
@@ -57,12 +75,12 @@ def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
     build = tmp_path_factory.mktemp("build")
     subprocess.run(["cp", "-a", str(REPO / "setup.cfg"), str(REPO / "pyproject.toml"), str(REPO / "README.md"),
                     str(REPO / "saltext"), str(REPO / "_modules"), str(REPO / "_states"), str(REPO / "_grains"),
-                    str(REPO / "_runners"), str(build)], check=True)
+                    str(REPO / "_runners"), str(REPO / "_utils"), str(build)], check=True)
     installed = subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps", str(build)],
                                capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
     for installed_file in ("modules/nvgpu.py", "modules/nvgpu_cuda.py", "states/nvgpu.py", "grains/nvgpu.py",
-                           "runners/nvgpu.py"):
+                           "runners/nvgpu.py", "utils/nvgpu_node.py", "utils/nvgpu_failures.py"):
         assert (site / "saltext/nvgpu" / installed_file).exists()
 
     node.provision(stream="latest-dkms", toolkit=True, loaded=True)
@@ -70,4 +88,5 @@ def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
     proc = list_libraries(node, venv / "bin/python", "/etc/salt-pip")
     assert proc.returncode == 0, proc.stderr
     assert "/usr/lib64/libcuda.so.580.105.08" in proc.stdout
+    check_shared_layer(node, venv / "bin/python", "/etc/salt-pip")
     subprocess.run(["rm", "-rf", str(venv)], check=True)

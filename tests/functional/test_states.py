@@ -28,27 +28,28 @@ def config(node):
     return {k: v for k, v in node.snapshot().items() if not k.startswith(BOOKKEEPING)}
 
 
-def test_module_stream_state_enables_installs_and_then_runs_no_dnf(node):
+def test_dnf_module_installed_enables_installs_and_then_runs_no_dnf(node):
     before = config(node)
-    pending = single(node, "nvgpu.module_stream", "name=container-tools", "stream=rhel8", "profile=common",
+    pending = single(node, "dnf_module.installed", "name=container-tools", "stream=rhel8", "profile=common",
                      test=True)
     assert pending["result"] is None
     assert pending["changes"]["stream"] == {"old": None, "new": "rhel8"}
     assert config(node) == before
 
-    done = single(node, "nvgpu.module_stream", "name=container-tools", "stream=rhel8", "profile=common")
+    done = single(node, "dnf_module.installed", "name=container-tools", "stream=rhel8", "profile=common")
     assert done["result"] is True, done["comment"]
     assert done["changes"]["profiles"]["new"] == ["common"]
     assert node.run(["rpm", "-q", "podman"]).returncode == 0
 
     rpmdb = node.snapshot().get("var.upper/lib/rpm/rpmdb.sqlite")
-    again = single(node, "nvgpu.module_stream", "name=container-tools", "stream=rhel8", "profile=common")
+    again = single(node, "dnf_module.installed", "name=container-tools", "stream=rhel8", "profile=common")
     assert again["result"] is True and again["changes"] == {}
     assert node.snapshot().get("var.upper/lib/rpm/rpmdb.sqlite") == rpmdb
 
 
-def test_module_stream_state_failure_names_the_stream(node):
+def test_dnf_module_installed_failure_names_the_stream(node):
     node.add_repos()
+    # Through its former name, which existing SLS files use.
     state = single(node, "nvgpu.module_stream", "name=nvidia-driver", "stream=999-dkms", "profile=default")
     assert state["result"] is False
     assert "nvidia-driver:999-dkms/default" in state["comment"]

@@ -40,7 +40,7 @@ def test_state_apply_gpu_converges_every_minion(fleet, salt_cli):
         assert validations and all("PASSED" in v["comment"] for v in validations)
 
     # Each node is on the stream its own pillar asked for.
-    streams = salt_cli.run("nvgpu.module_stream", "nvidia-driver", minion_tgt="gpu-*")
+    streams = salt_cli.run("dnf_module.info", "nvidia-driver", minion_tgt="gpu-*")
     assert streams.data["gpu-a"]["stream"] == "550-dkms"
     assert streams.data["gpu-b"]["stream"] == "latest-dkms"
     versions = salt_cli.run("nvgpu.driver_version", minion_tgt="gpu-*")
@@ -62,15 +62,16 @@ def test_run_vector_add_returns_per_minion_results(fleet, salt_cli, node_assets)
 
 
 def test_a_failing_node_is_reported_with_its_diagnosis(fleet, salt_cli, node_assets):
-    # gpu-b loses its CDI spec (say, someone cleaned /etc/cdi): auto mode falls back to the
-    # OCI hook, which this node never had, so libcuda is not injected.
+    # gpu-b loses its CDI spec (say, someone cleaned /etc/cdi): auto mode is still cdi
+    # there (Podman 4.3), and Podman finds no nvidia.com/gpu device.
     removed = salt_cli.run("file.remove", "/etc/cdi/nvidia.yaml", minion_tgt="gpu-b")
     assert removed.data is True
     ret = salt_cli.run("nvgpu.run_vector_add", f"image={node_assets.image}", minion_tgt="gpu-*")
     assert ret.data["gpu-a"]["passed"] is True
     assert ret.data["gpu-b"]["passed"] is False
-    assert "CUDA driver version is insufficient" in ret.data["gpu-b"]["stderr"]
-    assert "libcuda was not injected" in ret.data["gpu-b"]["diagnosis"]["cause"]
+    assert "unresolvable CDI devices" in ret.data["gpu-b"]["stderr"]
+    assert "no CDI spec" in ret.data["gpu-b"]["diagnosis"]["cause"]
+    assert ret.data["gpu-b"]["diagnosis"]["layer"] == "toolkit"
     assert ret.returncode != 0
 
     # The next state.apply repairs it.

@@ -76,6 +76,7 @@ class Node:
             "module_dirs": [str(REPO / "_modules")],
             "states_dirs": [str(REPO / "_states")],
             "grains_dirs": [str(REPO / "_grains")],
+            "utils_dirs": [str(REPO / "_utils")],
             "grains": {"kernelrelease": KERNEL_RELEASE},
         }))
         return cls(root, assets)

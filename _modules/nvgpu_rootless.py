@@ -1,0 +1,90 @@
+"""
+Execution module for rootless Podman users: their subordinate uid and gid ranges
+(``/etc/subuid``, ``/etc/subgid``), into which rootless Podman maps a container's ids.
+
+Reads the files directly; changes them only through shadow-utils' ``usermod``, which
+locks them as every other tool that writes them does.
+
+The ``nvgpu.subids_present`` state reads and changes the node through these.
+
+:depends: shadow-utils (usermod)
+"""
+
+import nvgpu_node
+from salt.exceptions import SaltInvocationError
+
+__virtualname__ = "nvgpu_rootless"
+
+# usermod's options for each file: (add, delete).
+_USERMOD_OPTIONS = {"subuid": ("--add-subuids", "--del-subuids"), "subgid": ("--add-subgids", "--del-subgids")}
+
+
+def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return (False, "The nvgpu_rootless execution module only runs on Linux minions")
+    return __virtualname__
+
+
+def _entries(kind):
+    if kind not in nvgpu_node.SUBID_FILES:
+        raise SaltInvocationError(f"kind must be subuid or subgid, not {kind!r}")
+    return nvgpu_node.parse_subids(nvgpu_node.read_file(nvgpu_node.SUBID_FILES[kind]))
+
+
+def subids(name, kind="subuid"):
+    """
+    Return the subordinate id ranges of user ``name`` from ``/etc/subuid``
+    (``kind=subgid``: ``/etc/subgid``) as a list of ``{"start", "count"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.subids gpuuser kind=subgid
+    """
+    return [{"start": s, "count": c} for n, s, c in _entries(kind) if n == name]
+
+
+def free_subid_start(count=65536, kind="subuid", minimum=100000):
+    """
+    Return the first start >= ``minimum`` where ``count`` subordinate ids overlap no
+    range in ``/etc/subuid`` (or ``/etc/subgid``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.free_subid_start
+    """
+    start = minimum
+    for _, s, c in sorted(_entries(kind), key=lambda e: e[1]):
+        if s < start + count and start < s + c:
+            start = s + c
+    return start
+
+
+def set_subids(name, start, count=65536, kind="subuid"):
+    """
+    Make ``start``..``start+count-1`` the only range of user ``name`` in ``/etc/subuid``
+    (``kind=subgid``: ``/etc/subgid``): ``usermod --del-subuids OLD --add-subuids NEW``
+    in one call. Returns the user's ranges afterwards.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.set_subids gpuuser 200000 65536
+    """
+    start, count = int(start), int(count)
+    add, delete = _USERMOD_OPTIONS.get(kind, (None, None))
+    argv = ["usermod"]
+    for old in subids(name, kind):
+        argv += [delete, f"{old['start']}-{old['start'] + old['count'] - 1}"]
+    argv += [add, f"{start}-{start + count - 1}", name]
+    nvgpu_node.run_checked(
+        __salt__["cmd.run_all"],
+        argv,
+        f"setting the {kind} range of {name}",
+        "check that the user exists and that shadow-utils' usermod supports --add-subuids (RHEL 8+)",
+    )
+    return subids(name, kind)

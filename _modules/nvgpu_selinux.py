@@ -1,0 +1,120 @@
+"""
+Execution module for SELinux on a GPU container node: the mode, the policy modules
+(NVIDIA's ``nvidia-container`` from dgx-selinux), and the labels of the files the
+NVIDIA toolkit puts into containers.
+
+The ``nvgpu.selinux_ready`` state reads and changes the node through these.
+
+:depends: policycoreutils (semodule, restorecon)
+"""
+
+import os
+
+import nvgpu_node
+import salt.utils.path
+
+__virtualname__ = "nvgpu_selinux"
+
+
+def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return (False, "The nvgpu_selinux execution module only runs on Linux minions")
+    return __virtualname__
+
+
+def _run(argv, what, fix):
+    return nvgpu_node.run_checked(__salt__["cmd.run_all"], argv, what, fix)
+
+
+def mode():
+    """
+    Return the SELinux mode: ``Enforcing``, ``Permissive`` or ``Disabled``
+    (``getenforce``; a host without it counts as Disabled).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.mode
+    """
+    if not salt.utils.path.which("getenforce"):
+        return "Disabled"
+    res = __salt__["cmd.run_all"](["getenforce"], python_shell=False, ignore_retcode=True)
+    found = (res.get("stdout") or "").strip().capitalize()
+    if res["retcode"] != 0 or found not in ("Enforcing", "Permissive", "Disabled"):
+        return "Disabled"
+    return found
+
+
+def policy_modules():
+    """
+    Return the names of the installed SELinux policy modules (first column of
+    ``semodule -l``; RHEL 7 adds a version column, RHEL 8+ does not).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.policy_modules
+    """
+    res = _run(["semodule", "-l"], "listing SELinux policy modules",
+               "check that policycoreutils is installed and the SELinux policy store is readable")
+    return sorted({line.split()[0] for line in res["stdout"].splitlines() if line.strip()})
+
+
+def install_policy(path):
+    """
+    Install the SELinux policy module package ``path`` (a ``.pp``): ``semodule -i PATH``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.install_policy /root/nvidia-container.pp
+    """
+    _run(["semodule", "-i", path], f"installing SELinux policy module {path}",
+         "check that the file is a policy package built for this policy version (for RHEL 8 take "
+         "NVIDIA dgx-selinux bin/RHEL8/nvidia-container.pp) and that the policy it needs "
+         "(container-selinux) is installed")
+    return True
+
+
+def _restorecon(paths, recursive, dry_run):
+    if isinstance(paths, str):
+        paths = [paths]
+    existing = [p for p in paths if os.path.lexists(p)]
+    if not existing:
+        return []
+    argv = ["restorecon"] + (["-n"] if dry_run else []) + ["-v"] + (["-R"] if recursive else []) + existing
+    res = _run(argv, "checking SELinux labels" if dry_run else "relabelling files",
+               "check that the SELinux policy is installed and loaded (sestatus), then run the command by hand")
+    return nvgpu_node.parse_restorecon(res["stdout"] + "\n" + res.get("stderr", ""))
+
+
+def relabel_needed(paths, recursive=False):
+    """
+    Return the paths (of ``paths``, or below them with ``recursive``) whose SELinux
+    label differs from the policy's: ``restorecon -n -v [-R] PATHS``, which changes
+    nothing. Paths that do not exist are skipped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.relabel_needed /dev recursive=True
+    """
+    return _restorecon(paths, recursive, dry_run=True)
+
+
+def relabel(paths, recursive=False):
+    """
+    Restore the policy's SELinux labels on ``paths``: ``restorecon -v [-R] PATHS``.
+    Returns the paths that were relabelled.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.relabel /dev recursive=True
+    """
+    return _restorecon(paths, recursive, dry_run=False)

@@ -1,0 +1,104 @@
+"""
+States for dnf module streams (modularity, RHEL 8/9): a stream enabled with a profile
+installed, switching streams where another is enabled.
+
+The current stream is read from ``/etc/dnf/modules.d`` (``dnf_module.info``), so a
+converged host runs no dnf at all.
+
+.. code-block:: yaml
+
+    gpu-driver-stream:
+      dnf_module.installed:
+        - name: nvidia-driver
+        - stream: latest-dkms
+        - profile: default
+"""
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "dnf_module"
+
+
+def __virtual__():
+    if "dnf_module.info" not in __salt__:
+        return (False, "the dnf_module execution module is not loaded (it needs dnf)")
+    return __virtualname__
+
+
+def _has_profile(cur, stream, profile):
+    on_stream = cur["state"] == "enabled" and cur["stream"] == stream
+    return on_stream and (profile in cur["profiles"] if profile else bool(cur["profiles"]))
+
+
+def installed(name, stream, profile=None, platform=None):
+    """
+    Ensure the dnf module ``name`` is enabled on ``stream`` with ``profile`` installed,
+    switching a host that is on another stream (``dnf module switch-to``).
+
+    name
+        The module, e.g. ``nvidia-driver`` or ``container-tools``.
+
+    stream
+        The stream, e.g. ``latest-dkms``, ``550-dkms``, ``open-dkms``.
+
+    profile
+        The profile to install; the stream's default profile when None (then any
+        installed profile counts as installed).
+
+    platform
+        ``module_platform_id`` for dnf (e.g. ``platform:el8``), for hosts whose
+        os-release does not name it. Default: dnf's own.
+    """
+    ret = {"name": name, "result": True, "comment": "", "changes": {}}
+    # dnf records streams as text; YAML reads `stream: 550` as a number.
+    stream = str(stream)
+    spec = f"{name}:{stream}" + (f"/{profile}" if profile else "")
+    try:
+        cur = __salt__["dnf_module.info"](name)
+        if _has_profile(cur, stream, profile):
+            ret["comment"] = f"Module stream {spec} is already installed"
+            return ret
+
+        enabled_here = cur["state"] == "enabled" and cur["stream"] == stream
+        if cur["state"] == "enabled" and cur["stream"] and not enabled_here:
+            action = "switch"
+        elif cur["state"] == "disabled":
+            action = "reset"
+        else:
+            action = "install"
+        changes = {}
+        if not enabled_here:
+            changes["stream"] = {"old": cur["stream"] if cur["state"] == "enabled" else None, "new": stream}
+        new_profiles = sorted(set(cur["profiles"] if enabled_here else []) | {profile or "(default)"})
+        changes["profiles"] = {"old": cur["profiles"], "new": new_profiles}
+        what = {
+            "switch": f"Module {name} {{}} switched from stream {cur['stream']} to {spec}",
+            "reset": f"Module {name} {{}} reset (it was disabled) and {spec} installed",
+            "install": f"Module stream {spec} {{}} installed",
+        }[action]
+        if __opts__["test"]:
+            ret.update(result=None, changes=changes, comment=what.format("would be"))
+            return ret
+
+        if action == "switch":
+            __salt__["dnf_module.switch_to"](name, stream, profile=profile, platform=platform)
+        else:
+            if action == "reset":
+                __salt__["dnf_module.reset"](name, platform=platform)
+            __salt__["dnf_module.install"](name, stream, profile=profile, platform=platform)
+        after = __salt__["dnf_module.info"](name)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+
+    if not _has_profile(after, stream, profile):
+        ret.update(
+            result=False,
+            comment=f"dnf reported success but /etc/dnf/modules.d/{name}.module says stream={after['stream']} "
+            f"profiles={','.join(after['profiles'])} state={after['state']}, not {spec}. "
+            f"Run `dnf module info {name}:{stream}` and `dnf module install {spec}` by hand.",
+        )
+        return ret
+    changes["profiles"]["new"] = after["profiles"]
+    ret.update(changes=changes, comment=what.format("was"))
+    return ret

@@ -1,0 +1,277 @@
+"""
+What every part of nvgpu knows about a GPU node, written down once: where things are,
+the words for the ways a container gets the GPU (and the one rule for ``auto``), the
+readers and parsers of the node's files and tools' output, and the one way a failed
+command becomes an error.
+
+Execution modules, states, grains and the runner import this module by name: Salt puts
+its ``utils`` directories on ``sys.path`` while it loads them (``file_roots`` +
+``saltutil.sync_all``, or the ``saltext.nvgpu.utils`` package of ``pip install .``).
+Nothing here calls ``__salt__``: a command runner is passed in where one is needed.
+"""
+
+import glob
+import os
+import re
+import tempfile
+
+from salt.exceptions import CommandExecutionError
+
+# ---------------------------------------------------------------------------
+# Paths on the node
+# ---------------------------------------------------------------------------
+
+# NVIDIA's OCI hook for Podman, as the toolkit RPMs shipped it up to v1.14 and as
+# `nvidia-ctk runtime configure --config-mode=oci-hook` still writes it.
+OCI_HOOK_PATH = "/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json"
+OCI_HOOK_BINARY = "/usr/bin/nvidia-container-runtime-hook"
+OCI_HOOK_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# CDI: the spec nvgpu writes, and every directory Podman reads specs from (a spec in
+# /var/run/cdi wins over one in /etc/cdi for the same kind).
+CDI_SPEC_PATH = "/etc/cdi/nvidia.yaml"
+CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
+CDI_KIND = "nvidia.com/gpu"
+TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
+NO_CGROUPS_KEY = "nvidia-container-cli.no-cgroups"
+DNF_MODULES_D = "/etc/dnf/modules.d"
+SUBID_FILES = {"subuid": "/etc/subuid", "subgid": "/etc/subgid"}
+
+# /sys/module/<name> exists for every loaded or built-in module, also on kernels
+# without loadable-module support, where /proc/modules is absent.
+SYS_MODULE = "/sys/module"
+PROC_MODULES = "/proc/modules"
+LIB_MODULES = "/lib/modules"
+OSRELEASE = "/proc/sys/kernel/osrelease"
+DEV = "/dev"
+SYS_DRIVER_VERSION = "/sys/module/nvidia/version"
+PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"
+# The versioned libcuda the driver package installs: the installed driver's version.
+DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
+
+DEFAULT_IMAGE = "docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1"
+
+# ---------------------------------------------------------------------------
+# How a container gets the GPU
+# ---------------------------------------------------------------------------
+
+# hook: NVIDIA's OCI prestart hook (the guide's way); cdi: a CDI spec and
+# --device nvidia.com/gpu=all; auto: decided by resolve_mode.
+MODES = ("auto", "hook", "cdi")
+# Podman reads CDI specs from 4.1 on; NVIDIA recommends CDI over the hook there.
+CDI_MIN_PODMAN = (4, 1)
+
+
+def version_tuple(text):
+    """``"4.9.4-rhel"`` -> ``(4, 9, 4)``; the first three numbers of a version string."""
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+def resolve_mode(mode, podman_version):
+    """
+    The one meaning of ``auto``, for configuring the node (the container_toolkit state)
+    and for validating it (run_vector_add): ``cdi`` where Podman reads CDI specs (4.1
+    or newer), else ``hook``. ``hook`` and ``cdi`` stand for themselves. Returns None
+    for ``auto`` when Podman's version is not known (not installed yet).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    if not podman_version:
+        return None
+    return "cdi" if version_tuple(podman_version) >= CDI_MIN_PODMAN else "hook"
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def read_file(path):
+    """The text of ``path``, or None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def atomic_write(path, data, mode=0o644):
+    """Write ``data`` to ``path`` through a temporary file in the same directory, so a
+    reader sees the old file or the new one, never half of one."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nvgpu-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Commands: the one way a failed command becomes an error
+# ---------------------------------------------------------------------------
+
+
+def command_error(what, argv, ret, fix=None, diagnosis=None):
+    """
+    CommandExecutionError for a command that failed: what was being done, the command
+    and its exit code, the tool's own words, then the likely cause and the fix.
+    ``info`` carries the command, its exit code and output, and the diagnosis.
+    """
+    said = (ret.get("stderr") or "").strip() or (ret.get("stdout") or "").strip() or "no output"
+    message = f"{what} failed (`{' '.join(str(a) for a in argv)}` exited {ret.get('retcode')}): {said}"
+    if diagnosis:
+        message += f"\nLikely cause: {diagnosis['cause']}\nFix: {diagnosis['fix']}"
+    elif fix:
+        message += f"\nFix: {fix}"
+    info = {"command": list(argv), "retcode": ret.get("retcode"), "stdout": ret.get("stdout", ""),
+            "stderr": ret.get("stderr", ""), "diagnosis": diagnosis}
+    return CommandExecutionError(message, info=info)
+
+
+def run_checked(run_all, argv, what, fix=None, diagnosis=None):
+    """
+    Run ``argv`` (a list, no shell) with ``run_all`` (``__salt__["cmd.run_all"]``) and
+    return its result; raise ``command_error`` when it exits non-zero. ``diagnosis``
+    may be a function of the failed result, called only on failure.
+    """
+    ret = run_all(argv, python_shell=False, ignore_retcode=True)
+    if ret["retcode"] != 0:
+        raise command_error(what, argv, ret, fix, diagnosis(ret) if callable(diagnosis) else diagnosis)
+    return ret
+
+
+# ---------------------------------------------------------------------------
+# Kernel modules and the driver
+# ---------------------------------------------------------------------------
+
+
+def module_loaded(name):
+    """The one reading of "is this kernel module loaded" (/sys/module, else /proc/modules)."""
+    name = name.replace("-", "_")
+    if os.path.isdir(SYS_MODULE):
+        path = os.path.join(SYS_MODULE, name)
+        # A module being removed keeps its directory until it is gone; initstate says
+        # so. Built-in modules have no initstate.
+        state = read_file(os.path.join(path, "initstate"))
+        return os.path.isdir(path) and (state is None or state.strip() == "live")
+    text = read_file(PROC_MODULES) or ""
+    return name in {line.split()[0] for line in text.splitlines() if line.strip()}
+
+
+def kernel_release():
+    """The running kernel's release (its own answer; uname gives the same on a normal host)."""
+    text = read_file(OSRELEASE)
+    return text.strip() if text and text.strip() else os.uname().release
+
+
+def nvidia_ko_present(release):
+    """True when an nvidia.ko[.xz|.zst|.gz] exists for ``release`` (extra/, updates/dkms/,
+    weak-updates/, ... wherever DKMS or a kmod package put it)."""
+    pattern = re.compile(r"nvidia\.ko(\.(xz|zst|gz))?")
+    for _root, _dirs, files in os.walk(os.path.join(LIB_MODULES, release)):
+        if any(pattern.fullmatch(name) for name in files):
+            return True
+    return False
+
+
+def device_nodes():
+    """The GPU device nodes: /dev/nvidia* and the MIG capability nodes."""
+    nodes = [path for path in glob.glob(os.path.join(DEV, "nvidia*")) if not os.path.isdir(path)]
+    nodes.extend(glob.glob(os.path.join(DEV, "nvidia-caps", "*")))
+    return sorted(nodes)
+
+
+_PROC_VERSION_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)*)")
+# The driver version in a versioned libcuda's name: libcuda.so.550.127.08.
+_LIBCUDA_VERSION_RE = re.compile(r"/libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$")
+
+
+def parse_proc_driver_version(text):
+    """
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.127.08  ..." -> "550.127.08"
+    (also the open modules' "... Open Kernel Module for x86_64  550.127.05 ...").
+    """
+    match = _PROC_VERSION_RE.search(text or "")
+    return match.group(1) if match else None
+
+
+def loaded_driver_version():
+    """The loaded kernel driver's version, or None when it is not loaded."""
+    text = read_file(SYS_DRIVER_VERSION)
+    if text and text.strip():
+        return text.strip()
+    return parse_proc_driver_version(read_file(PROC_DRIVER_VERSION))
+
+
+def libcuda_version(path):
+    """"/usr/lib64/libcuda.so.550.127.08" -> "550.127.08"; None for other paths."""
+    match = _LIBCUDA_VERSION_RE.search(str(path))
+    return match.group(1) if match else None
+
+
+def installed_driver_version():
+    """The installed user-space driver's version (its versioned libcuda), or None."""
+    versions = [v for v in (libcuda_version(p) for p in glob.glob(DRIVER_LIB_GLOB)) if v]
+    return max(versions, key=version_tuple) if versions else None
+
+
+def cuda_version_string(version):
+    """cuDriverGetVersion's / NVML's integer (12040) -> "12.4"."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+# ---------------------------------------------------------------------------
+# Other tools' output
+# ---------------------------------------------------------------------------
+
+_PODMAN_VERSION_RE = re.compile(r"version\s+(\S+)")
+
+
+def parse_podman_version(text):
+    """"podman version 4.9.4-rhel" -> "4.9.4-rhel"."""
+    match = _PODMAN_VERSION_RE.search(text or "")
+    return match.group(1) if match else None
+
+
+def cdi_spec_driver_version(spec):
+    """The driver a CDI spec was generated for: the versioned libcuda it mounts."""
+    edits = [spec.get("containerEdits") or {}]
+    edits += [(d or {}).get("containerEdits") or {} for d in spec.get("devices") or []]
+    for edit in edits:
+        for mount in edit.get("mounts") or []:
+            version = libcuda_version((mount or {}).get("hostPath", ""))
+            if version:
+                return version
+    return None
+
+
+# libselinux >= 2.7 prints "Would relabel|Relabeled PATH from OLD to NEW"; RHEL 7's
+# restorecon printed "restorecon reset PATH context OLD->NEW".
+_RESTORECON_RE = re.compile(r"(?:Would relabel|Relabeled|restorecon reset) (\S+) (?:from|context) ")
+
+
+def parse_restorecon(output):
+    """The paths ``restorecon -v`` says it relabelled (or, with -n, would relabel)."""
+    found = []
+    for line in output.splitlines():
+        match = _RESTORECON_RE.match(line.strip())
+        if match and match.group(1) not in found:
+            found.append(match.group(1))
+    return found
+
+
+def parse_subids(text):
+    """/etc/subuid or /etc/subgid -> [(user, start, count)], malformed lines skipped."""
+    entries = []
+    for line in (text or "").splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            entries.append((parts[0], int(parts[1]), int(parts[2])))
+    return entries

@@ -1,0 +1,117 @@
+"""
+The rootless execution module (_modules/nvgpu_rootless.py): /etc/subuid and /etc/subgid
+read as real files in a temporary tree; changed only through ``usermod``, which the fake
+``cmd.run_all`` carries out on those files.
+"""
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from tests.unit.fakes import FakeSalt
+from tests.unit.loader import load
+
+OPTIONS = {"--add-subuids": ("subuid", "add"), "--del-subuids": ("subuid", "del"),
+           "--add-subgids": ("subgid", "add"), "--del-subgids": ("subgid", "del")}
+
+
+@pytest.fixture
+def rootless(host):
+    return load("_modules/nvgpu_rootless.py")
+
+
+@pytest.fixture
+def configure_loader_modules(rootless, run_all):
+    return {
+        rootless: {
+            "__salt__": FakeSalt(run_all=run_all),
+            "__grains__": {"kernel": "Linux"},
+            "__opts__": {"test": False},
+            "__context__": {},
+        }
+    }
+
+
+@pytest.fixture
+def usermod(host, run_all):
+    """usermod --del-sub?ids FIRST-LAST --add-sub?ids FIRST-LAST USER, done on the tree's files."""
+
+    def effect(argv, kwargs):
+        user = argv[-1]
+        for option, value in zip(argv[1:-1:2], argv[2:-1:2]):
+            kind, action = OPTIONS[option]
+            first, last = (int(n) for n in value.split("-"))
+            path = host.path(f"/etc/{kind}")
+            lines = path.read_text().splitlines() if path.exists() else []
+            entry = f"{user}:{first}:{last - first + 1}"
+            lines = [line for line in lines if line != entry] if action == "del" else [*lines, entry]
+            path.write_text("".join(f"{line}\n" for line in lines))
+
+    run_all.on("usermod", effect=effect)
+    return run_all
+
+
+def test_virtual(rootless):
+    assert rootless.__virtual__() == "nvgpu_rootless"
+    rootless.__grains__["kernel"] = "SunOS"
+    assert rootless.__virtual__()[0] is False
+
+
+class TestRead:
+    def test_subids(self, rootless, host):
+        host.write("/etc/subuid", "alice:100000:65536\ncarol:231072:65536\nalice:500000:10\n")
+        host.write("/etc/subgid", "alice:300000:65536\n")
+        assert rootless.subids("alice") == [{"start": 100000, "count": 65536}, {"start": 500000, "count": 10}]
+        assert rootless.subids("alice", kind="subgid") == [{"start": 300000, "count": 65536}]
+        assert rootless.subids("bob") == []
+
+    def test_no_files(self, rootless):
+        assert rootless.subids("alice") == []
+        assert rootless.free_subid_start() == 100000
+
+    def test_bad_kind(self, rootless):
+        with pytest.raises(SaltInvocationError, match="subuid or subgid"):
+            rootless.subids("alice", kind="uid")
+
+    def test_free_subid_start(self, rootless, host):
+        host.write("/etc/subuid", "carol:231072:65536\nalice:100000:65536\n")
+        assert rootless.free_subid_start(65536) == 165536
+        assert rootless.free_subid_start(70000) == 296608
+        assert rootless.free_subid_start(1000, minimum=200000) == 200000
+        assert rootless.free_subid_start(65536, minimum=200000) == 296608
+        assert rootless.free_subid_start(kind="subgid") == 100000
+
+    def test_free_subid_start_past_a_range_that_spans_the_window(self, rootless, host):
+        host.write("/etc/subuid", "big:90000:200000\nsmall:100000:10\n")
+        assert rootless.free_subid_start(65536) == 290000
+
+
+class TestSetSubids:
+    def test_new_user_gets_one_range(self, rootless, host, usermod):
+        host.write("/etc/subuid", "alice:100000:65536\n")
+        assert rootless.set_subids("bob", 165536) == [{"start": 165536, "count": 65536}]
+        assert usermod.argvs == [["usermod", "--add-subuids", "165536-231071", "bob"]]
+
+    def test_existing_ranges_are_replaced_in_one_call(self, rootless, host, usermod):
+        host.write("/etc/subuid", "alice:100000:65536\ncarol:231072:65536\nalice:500000:10\n")
+        assert rootless.set_subids("alice", "400000", "65536") == [{"start": 400000, "count": 65536}]
+        assert usermod.argvs == [["usermod", "--del-subuids", "100000-165535", "--del-subuids", "500000-500009",
+                                  "--add-subuids", "400000-465535", "alice"]]
+        assert sorted(host.path("/etc/subuid").read_text().splitlines()) == [
+            "alice:400000:65536", "carol:231072:65536"]
+
+    def test_subgid(self, rootless, host, usermod):
+        host.write("/etc/subgid", "alice:100000:65536\n")
+        assert rootless.set_subids("alice", 200000, 1000, kind="subgid") == [{"start": 200000, "count": 1000}]
+        assert usermod.argvs == [["usermod", "--del-subgids", "100000-165535", "--add-subgids", "200000-200999", "alice"]]
+        assert not host.path("/etc/subuid").exists()
+
+    def test_bad_kind_runs_nothing(self, rootless, run_all):
+        with pytest.raises(SaltInvocationError):
+            rootless.set_subids("alice", 100000, kind="uid")
+        assert run_all.calls == []
+
+    def test_usermod_failure(self, rootless, run_all):
+        run_all.on("usermod", retcode=6, stderr="usermod: user 'nobody2' does not exist")
+        with pytest.raises(CommandExecutionError) as err:
+            rootless.set_subids("nobody2", 100000)
+        assert "does not exist" in str(err.value) and "--add-subuids" in str(err.value)

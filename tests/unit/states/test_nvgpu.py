@@ -1,0 +1,741 @@
+"""
+The nvgpu states (_states/nvgpu.py) over autospecced execution functions: the difference
+each state computes; test=True (result None, the exact pending changes, and no call of a
+function that changes the node); a converged node (no changes, no action); failures with
+comments that say what to do. Real runs are in tests/functional/.
+"""
+
+import hashlib
+
+import nvgpu_node
+import pytest
+import salt.modules.cp
+import salt.modules.file
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from tests.nvidia import NVIDIA_HOOK as HOOK
+from tests.unit.fakes import ACTIONS, FakeSalt
+from tests.unit.loader import load, real
+
+STATES = load("_states/nvgpu.py")
+EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
+OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash}
+
+HOOK_PATH = nvgpu_node.OCI_HOOK_PATH
+CDI_PATH = nvgpu_node.CDI_SPEC_PATH
+NO_CGROUPS = "nvidia-container-cli.no-cgroups"
+
+
+@pytest.fixture
+def mods():
+    """__salt__: the real execution functions, autospecced."""
+    return FakeSalt(*(real(f"_modules/{name}.py") for name in EXECUTION), functions=OTHERS)
+
+
+@pytest.fixture
+def states():
+    """__states__: the real dnf_module states, autospecced."""
+    return FakeSalt(real("_states/dnf_module.py"))
+
+
+@pytest.fixture
+def opts():
+    return {"test": False}
+
+
+@pytest.fixture
+def configure_loader_modules(mods, states, opts):
+    return {STATES: {"__salt__": mods, "__states__": states, "__opts__": opts, "__context__": {}, "__grains__": {}}}
+
+
+@pytest.fixture
+def st():
+    return STATES
+
+
+def test_every_action_is_a_real_function():
+    everything = FakeSalt(
+        *(real(f"_modules/{name}.py") for name in (*EXECUTION, "dnf_module", "nvgpu_cuda")),
+        real("_states/dnf_module.py"),
+        functions=OTHERS,
+    )
+    assert ACTIONS <= set(everything), sorted(ACTIONS - set(everything))
+
+
+def test_virtual(st, mods):
+    assert st.__virtual__() == "nvgpu"
+    del mods["nvgpu.load_modules"]
+    loaded, reason = st.__virtual__()
+    assert loaded is False and "sync _modules" in reason
+
+
+# ---------------------------------------------------------------------------- kernel modules
+
+
+@pytest.fixture
+def same_driver(mods):
+    mods.set("nvgpu.driver_version", "580.105.08")
+    mods.set("nvgpu.installed_driver_version", "580.105.08")
+    return mods
+
+
+class TestModulesLoaded:
+    def test_already(self, st, same_driver):
+        same_driver.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True, "nouveau": False})
+        ret = st.modules_loaded("nvidia")
+        assert ret == {"name": "nvidia", "result": True, "changes": {},
+                       "comment": "Kernel modules nvidia, nvidia_uvm are already loaded"}
+        assert same_driver.actions() == []
+
+    def test_test_mode_names_missing(self, st, same_driver, opts):
+        opts["test"] = True
+        same_driver.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": False})
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is None
+        assert ret["changes"] == {"loaded": ["nvidia_uvm"]}
+        assert ret["comment"] == "The kernel modules nvidia_uvm would be loaded"
+        assert same_driver.actions() == []
+
+    def test_loads(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": False, "nvidia_uvm": False})
+        mods.set("nvgpu.load_modules", {"modules": {}, "device_nodes": ["/dev/nvidia0"], "changed": True})
+        ret = st.modules_loaded("nvidia", uvm=False)
+        assert ret["result"] is True
+        assert ret["changes"] == {"loaded": ["nvidia"], "device_nodes": ["/dev/nvidia0"]}
+        assert ret["comment"] == "The kernel modules nvidia were loaded"
+        assert mods.called("nvgpu.load_modules") == [((), {"uvm": False})]
+        assert "nvgpu.driver_version" not in mods.names(), "no driver loaded: no version to compare"
+
+    def test_reloads_upgraded_driver(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+        mods.set("nvgpu.driver_version", "550.127.08", "580.105.08")
+        mods.set("nvgpu.installed_driver_version", "580.105.08")
+        mods.set("nvgpu.reload_driver", {"modules": {}, "device_nodes": ["/dev/nvidia0"], "changed": True})
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is True
+        assert ret["changes"] == {"driver_version": {"old": "550.127.08", "new": "580.105.08"},
+                                  "device_nodes": ["/dev/nvidia0"]}
+        assert ret["comment"] == "The driver 550.127.08 was reloaded as the installed 580.105.08"
+        assert mods.actions() == ["nvgpu.reload_driver"]
+        assert mods.called("nvgpu.reload_driver") == [((), {"uvm": True})]
+
+    def test_reload_test_mode_and_opt_out(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+        mods.set("nvgpu.driver_version", "550.127.08")
+        mods.set("nvgpu.installed_driver_version", "580.105.08")
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is None
+        assert ret["changes"] == {"driver_version": {"old": "550.127.08", "new": "580.105.08"}}
+        assert "would be reloaded" in ret["comment"]
+        assert st.modules_loaded("nvidia", reload_on_upgrade=False)["changes"] == {}
+        assert mods.actions() == []
+
+    def test_no_installed_version_is_no_upgrade(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+        mods.set("nvgpu.driver_version", "550.127.08")
+        mods.set("nvgpu.installed_driver_version", None)
+        assert st.modules_loaded("nvidia")["changes"] == {}
+
+    def test_reload_still_old_fails_with_advice(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+        mods.set("nvgpu.driver_version", "550.127.08")
+        mods.set("nvgpu.installed_driver_version", "580.105.08")
+        mods.set("nvgpu.reload_driver", {"modules": {}, "device_nodes": [], "changed": True})
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is False
+        assert "dkms status" in ret["comment"] and "550.127.08 is loaded" in ret["comment"]
+        assert ret["changes"] == {"driver_version": {"old": "550.127.08", "new": "580.105.08"}}
+
+    def test_reload_in_use_fails(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+        mods.set("nvgpu.driver_version", "550.127.08")
+        mods.set("nvgpu.installed_driver_version", "580.105.08")
+        mods.set("nvgpu.reload_driver", CommandExecutionError("unloading failed: Module nvidia is in use; reboot"))
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is False
+        assert ret["comment"].startswith("Loading the NVIDIA kernel modules failed: unloading failed")
+
+    def test_failure_carries_cause(self, st, mods):
+        mods.set("nvgpu.loaded_modules", {"nvidia": False, "nvidia_uvm": False})
+        mods.set("nvgpu.load_modules", CommandExecutionError("nvidia-modprobe failed\nLikely cause: nouveau"))
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is False
+        assert "nouveau" in ret["comment"]
+        assert ret["changes"] == {"loaded": ["nvidia", "nvidia_uvm"]}
+
+
+class TestKernelModuleUnloaded:
+    @pytest.mark.parametrize("function", ["kernel_module_unloaded", "module_unloaded"])
+    def test_unloads(self, st, mods, function):
+        mods.set("nvgpu.kernel_module_loaded", True, False)
+        mods.set("nvgpu.unload_kernel_module", True)
+        ret = getattr(st, function)("nouveau")
+        assert ret == {"name": "nouveau", "result": True, "changes": {"unloaded": ["nouveau"]},
+                       "comment": "Unloaded kernel module nouveau"}
+        assert mods.called("nvgpu.unload_kernel_module") == [(("nouveau",), {})]
+
+    @pytest.mark.parametrize("function", ["kernel_module_unloaded", "module_unloaded"])
+    def test_not_loaded_runs_nothing(self, st, mods, function):
+        mods.set("nvgpu.kernel_module_loaded", False)
+        ret = getattr(st, function)("nouveau")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "Kernel module nouveau is not loaded"
+        assert mods.actions() == []
+
+    def test_test_mode(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("nvgpu.kernel_module_loaded", True)
+        ret = st.kernel_module_unloaded("nouveau")
+        assert ret["result"] is None and ret["changes"] == {"unloaded": ["nouveau"]}
+        assert mods.actions() == []
+
+    def test_builtin_fails_with_advice(self, st, mods):
+        mods.set("nvgpu.kernel_module_loaded", True)
+        mods.set("nvgpu.unload_kernel_module", True)
+        ret = st.kernel_module_unloaded("nouveau")
+        assert ret["result"] is False
+        assert "reboot" in ret["comment"] and "rd.driver.blacklist=nouveau" in ret["comment"]
+        assert ret["changes"] == {}
+
+    def test_in_use_fails_with_the_modules_words(self, st, mods):
+        mods.set("nvgpu.kernel_module_loaded", True)
+        mods.set("nvgpu.unload_kernel_module", CommandExecutionError("modprobe: FATAL: Module nouveau is in use."))
+        ret = st.kernel_module_unloaded("nouveau")
+        assert ret["result"] is False and "is in use" in ret["comment"]
+
+
+def test_module_stream_is_dnf_module_installed(st, states):
+    answer = {"name": "nvidia-driver", "result": None, "changes": {"stream": {"old": None, "new": "latest-dkms"}},
+              "comment": "would be installed"}
+    states.set("dnf_module.installed", answer)
+    assert st.module_stream("nvidia-driver", "latest-dkms", profile="default", platform="platform:el8") == answer
+    assert states.called("dnf_module.installed") == [
+        (("nvidia-driver", "latest-dkms"), {"profile": "default", "platform": "platform:el8"})]
+
+
+# ---------------------------------------------------------------------------- container_toolkit
+
+
+def spec(exists=True, driver="580.105.08", mode="0644", kind="nvidia.com/gpu", devices=("0", "all")):
+    if not exists:
+        return {"exists": False, "kind": None, "devices": [], "driver_version": None, "mode": None}
+    return {"exists": True, "kind": kind, "devices": list(devices), "driver_version": driver, "mode": mode}
+
+
+@pytest.fixture
+def toolkit(mods):
+    """A converged node: Podman 4.9.4, driver 580.105.08, a good CDI spec, no hook, no-cgroups set."""
+    mods.set("nvgpu.podman_version", "4.9.4")
+    mods.set("nvgpu.driver_version", "580.105.08")
+    mods.set("nvgpu_toolkit.cdi_spec", spec())
+    mods.set("nvgpu_toolkit.oci_hook_content", HOOK)
+    mods.set("nvgpu_toolkit.oci_hook", None)
+    mods.set("nvgpu_toolkit.config_value", True)
+    mods.set("nvgpu_toolkit.cdi_generate", spec())
+    mods.set("nvgpu_toolkit.write_oci_hook", HOOK)
+    mods.set("nvgpu_toolkit.set_config", True)
+    mods.set("nvgpu_toolkit.remove_oci_hook", True)
+    return mods
+
+
+class TestContainerToolkit:
+    def test_converged_cdi(self, st, toolkit):
+        ret = st.container_toolkit("gpu", mode="auto", rootless=True)
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "NVIDIA container toolkit is ready, mode cdi (mode auto: Podman 4.9.4 -> cdi)"
+        assert toolkit.actions() == []
+
+    def test_converged_hook_asks_no_podman_version(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        ret = st.container_toolkit("gpu", mode="hook")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "NVIDIA container toolkit is ready, mode hook"
+        assert "nvgpu.podman_version" not in toolkit.names()
+        assert "nvgpu_toolkit.cdi_spec" not in toolkit.names()
+        assert toolkit.actions() == []
+
+    @pytest.mark.parametrize("podman", ["3.4.4", "4.0.3"])
+    def test_auto_picks_hook_for_podman_before_4_1(self, st, toolkit, podman):
+        toolkit.set("nvgpu.podman_version", podman)
+        ret = st.container_toolkit("gpu", mode="auto")
+        assert ret["result"] is True
+        assert ret["changes"] == {"oci_hook": {"old": "absent", "new": HOOK_PATH}}
+        assert ret["comment"] == f"NVIDIA container toolkit changed: oci_hook (mode auto: Podman {podman} -> hook)"
+        assert toolkit.actions() == ["nvgpu_toolkit.write_oci_hook"]
+        assert toolkit.called("nvgpu_toolkit.write_oci_hook") == [((HOOK_PATH, nvgpu_node.OCI_HOOK_BINARY), {})]
+
+    @pytest.mark.parametrize("podman", ["4.1.0", "4.9.4-rhel", "5.2.2"])
+    def test_auto_picks_cdi_for_podman_4_1_on(self, st, toolkit, podman):
+        toolkit.set("nvgpu.podman_version", podman)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        ret = st.container_toolkit("gpu", mode="auto")
+        assert set(ret["changes"]) == {"cdi_spec"}
+        assert f"Podman {podman} -> cdi" in ret["comment"]
+        assert toolkit.actions() == ["nvgpu_toolkit.cdi_generate"]
+
+    def test_auto_without_podman_in_test_mode_is_pending(self, st, toolkit, opts):
+        opts["test"] = True
+        toolkit.set("nvgpu.podman_version", None)
+        ret = st.container_toolkit("gpu", mode="auto")
+        assert ret["result"] is None
+        assert ret["changes"] == {"gpu_access": {"old": None, "new": "OCI hook or CDI spec, by Podman version"}}
+        assert "decided once Podman is installed" in ret["comment"]
+        assert toolkit.actions() == []
+
+    def test_auto_without_podman_fails_with_advice(self, st, toolkit):
+        toolkit.set("nvgpu.podman_version", None)
+        ret = st.container_toolkit("gpu", mode="auto")
+        assert ret["result"] is False
+        assert "gpu:toolkit:mode" in ret["comment"] and "podman is not installed" in ret["comment"]
+        assert toolkit.actions() == []
+
+    def test_hook_different_content_rewritten(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.oci_hook", dict(HOOK, stages=["poststart"]))
+        ret = st.container_toolkit("gpu", mode="hook")
+        assert ret["changes"] == {"oci_hook": {"old": "different", "new": HOOK_PATH}}
+        assert toolkit.actions() == ["nvgpu_toolkit.write_oci_hook"]
+
+    def test_hook_test_mode(self, st, toolkit, opts):
+        opts["test"] = True
+        ret = st.container_toolkit("gpu", mode="hook", hook_path="/etc/containers/oci/hooks.d/nvidia.json",
+                                   hook_binary="/opt/bin/nvidia-container-runtime-hook")
+        assert ret["result"] is None
+        assert ret["changes"] == {"oci_hook": {"old": "absent", "new": "/etc/containers/oci/hooks.d/nvidia.json"}}
+        assert ret["comment"] == "NVIDIA container toolkit would change: oci_hook"
+        assert toolkit.called("nvgpu_toolkit.oci_hook_content") == [(("/opt/bin/nvidia-container-runtime-hook",), {})]
+        assert toolkit.called("nvgpu_toolkit.oci_hook") == [(("/etc/containers/oci/hooks.d/nvidia.json",), {})]
+        assert toolkit.actions() == []
+
+    def test_cdi_mode_removes_nvidias_hook(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["changes"] == {"oci_hook": {"old": HOOK_PATH, "new": None}}
+        assert toolkit.actions() == ["nvgpu_toolkit.remove_oci_hook"]
+        assert toolkit.called("nvgpu_toolkit.remove_oci_hook") == [((HOOK_PATH,), {})]
+
+    def test_cdi_mode_keeps_a_foreign_hook_file(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.oci_hook", dict(HOOK, stages=["poststart"]))
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert toolkit.actions() == []
+
+    def test_cdi_mode_hook_removal_in_test_mode(self, st, toolkit, opts):
+        opts["test"] = True
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is None
+        assert ret["changes"] == {"oci_hook": {"old": HOOK_PATH, "new": None}}
+        assert toolkit.actions() == []
+
+    def test_stale_cdi_spec_regenerated(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(driver="550.127.08", mode="0600"))
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_path="/var/run/cdi/nvidia.yaml")
+        assert ret["result"] is True
+        assert ret["changes"] == {
+            "cdi_spec": {
+                "old": {"path": "/var/run/cdi/nvidia.yaml", "driver_version": "550.127.08", "mode": "0600"},
+                "new": {"path": "/var/run/cdi/nvidia.yaml", "driver_version": "580.105.08", "mode": "0644"},
+                "reason": "not world-readable (mode 0600)",
+            }
+        }
+        assert toolkit.called("nvgpu_toolkit.cdi_generate") == [(("/var/run/cdi/nvidia.yaml",), {})]
+
+    def test_stale_cdi_spec_reason(self, st, toolkit, opts):
+        opts["test"] = True
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(driver="550.127.08"))
+        ret = st.container_toolkit("gpu", mode="cdi")
+        change = ret["changes"]["cdi_spec"]
+        assert change["reason"] == "stale: written for driver 550.127.08, driver 580.105.08 is loaded"
+        assert change["old"]["driver_version"] == "550.127.08"
+        assert change["new"]["driver_version"] == "580.105.08"
+        assert toolkit.actions() == []
+
+    @pytest.mark.parametrize(
+        "current, reason",
+        [
+            (spec(exists=False), "missing"),
+            (spec(mode="0600"), "not world-readable"),
+            (spec(mode=None), "not world-readable"),
+            (spec(kind="x"), "not a nvidia.com/gpu spec"),
+            (spec(devices=()), "not a nvidia.com/gpu spec"),
+        ],
+    )
+    def test_cdi_spec_problems(self, st, toolkit, opts, current, reason):
+        opts["test"] = True
+        toolkit.set("nvgpu_toolkit.cdi_spec", current)
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is None
+        assert ret["changes"]["cdi_spec"]["reason"].startswith(reason)
+        assert (ret["changes"]["cdi_spec"]["old"] is None) == (not current["exists"])
+        assert toolkit.actions() == []
+
+    def test_spec_of_any_driver_is_kept_while_no_driver_is_loaded(self, st, toolkit):
+        toolkit.set("nvgpu.driver_version", None)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(driver="550.127.08"))
+        assert st.container_toolkit("gpu", mode="cdi")["changes"] == {}
+        assert toolkit.actions() == []
+
+    def test_generated_spec_still_wrong_fails(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        toolkit.set("nvgpu_toolkit.cdi_generate", spec(driver="550.127.08"))
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is False
+        assert "still stale" in ret["comment"] and "nvidia-smi" in ret["comment"]
+        assert ret["changes"]["cdi_spec"]["new"]["driver_version"] == "550.127.08"
+
+    def test_generate_failure_reports_tool_message(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        toolkit.set("nvgpu_toolkit.cdi_generate", CommandExecutionError("generating the CDI spec failed: nvml error"))
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is False
+        assert ret["comment"] == (
+            "Configuring the NVIDIA container toolkit failed: generating the CDI spec failed: nvml error")
+
+    @pytest.mark.parametrize("current", [False, None, "true"])
+    def test_rootless_sets_no_cgroups_unless_true(self, st, toolkit, current):
+        toolkit.set("nvgpu_toolkit.config_value", current)
+        ret = st.container_toolkit("gpu", mode="cdi", rootless=True)
+        assert ret["changes"] == {"no-cgroups": {"old": current, "new": True}}
+        assert toolkit.called("nvgpu_toolkit.set_config") == [((NO_CGROUPS, True), {})]
+
+    def test_rootless_false_leaves_config(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.config_value", False)
+        ret = st.container_toolkit("gpu", mode="cdi", rootless=False)
+        assert ret["changes"] == {}
+        assert "nvgpu_toolkit.config_value" not in toolkit.names()
+
+    def test_no_cgroups_that_does_not_stick_fails(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.config_value", False)
+        toolkit.set("nvgpu_toolkit.set_config", False)
+        ret = st.container_toolkit("gpu", mode="cdi", rootless=True)
+        assert ret["result"] is False
+        assert "config.toml does not say so" in ret["comment"]
+
+    def test_fresh_test_mode_lists_spec_and_no_cgroups(self, st, toolkit, opts):
+        opts["test"] = True
+        toolkit.set("nvgpu_toolkit.config_value", None)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        toolkit.set("nvgpu.driver_version", None)
+        ret = st.container_toolkit("gpu", mode="cdi", rootless=True)
+        assert ret["result"] is None
+        assert ret["changes"] == {
+            "cdi_spec": {"old": None, "new": {"path": CDI_PATH, "driver_version": None, "mode": "0644"},
+                         "reason": "missing"},
+            "no-cgroups": {"old": None, "new": True},
+        }
+        assert ret["comment"] == "NVIDIA container toolkit would change: cdi_spec, no-cgroups"
+        assert toolkit.actions() == []
+
+    def test_bad_mode(self, st, toolkit):
+        ret = st.container_toolkit("gpu", mode="oci")
+        assert ret["result"] is False
+        assert "auto, hook, cdi" in ret["comment"]
+        assert toolkit.calls == []
+
+
+# ---------------------------------------------------------------------------- selinux_ready
+
+PP = b"policy module package\n"
+PP_SHA256 = hashlib.sha256(PP).hexdigest()
+
+
+@pytest.fixture
+def pp(tmp_path):
+    path = tmp_path / "nvidia-container.pp"
+    path.write_bytes(PP)
+    return path
+
+
+@pytest.fixture
+def se(mods, pp):
+    """SELinux enforcing, the policy installed, nothing to relabel; check_hash is Salt's own."""
+    mods.set("nvgpu_selinux.mode", "Enforcing")
+    mods.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
+    mods.set("nvgpu.list_container_files", {"devices": ["/dev/nvidia0"], "libraries": ["/usr/lib64/libcuda.so.1"]})
+    mods.set("nvgpu_selinux.relabel_needed", [])
+    mods.set("nvgpu_selinux.relabel", [])
+    mods.set("nvgpu_selinux.install_policy", True)
+    mods.set("cp.cache_file", str(pp))
+    mods.set("file.check_hash", salt.modules.file.check_hash)
+    return mods
+
+
+def missing_then_installed(mods):
+    mods.set("nvgpu_selinux.policy_modules", ["container"], ["container", "nvidia-container"])
+
+
+class TestSelinuxReady:
+    def test_disabled_does_nothing(self, st, se):
+        se.set("nvgpu_selinux.mode", "Disabled")
+        ret = st.selinux_ready("gpu", policy_source="salt://gpu/files/nvidia-container.pp")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert "disabled" in ret["comment"]
+        assert se.names() == ["nvgpu_selinux.mode"]
+
+    @pytest.mark.parametrize(
+        "source",
+        ["https://example.com/nvidia-container.pp", "HTTP://example.com/nvidia-container.pp",
+         "Https://example.com/x.pp", "ftp://example.com/x.pp", "s3://bucket/x.pp"],
+    )
+    def test_remote_source_needs_hash(self, st, se, source):
+        ret = st.selinux_ready("gpu", policy_source=source)
+        assert ret["result"] is False
+        assert "source_hash is required" in ret["comment"] and "gpu:selinux:policy_hash" in ret["comment"]
+        assert se.calls == []
+
+    def test_policy_source_required(self, st, se):
+        ret = st.selinux_ready("gpu", policy_source="")
+        assert ret["result"] is False and "gpu:selinux:policy_source" in ret["comment"]
+        assert se.calls == []
+
+    def test_converged(self, st, se):
+        ret = st.selinux_ready("gpu", policy_source="salt://gpu/files/nvidia-container.pp")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "SELinux (Enforcing) is ready: nvidia-container installed, labels correct"
+        assert se.actions() == []
+
+    @pytest.mark.parametrize("form", ["sha256={}", "sha256:{}", "{}"])
+    def test_installs_missing_policy_with_verified_hash(self, st, se, pp, form):
+        missing_then_installed(se)
+        source_hash = form.format(PP_SHA256)
+        ret = st.selinux_ready("gpu", policy_source="https://example.com/x.pp", source_hash=source_hash)
+        assert ret["result"] is True
+        assert ret["changes"] == {"policy_module": {"old": None, "new": "nvidia-container"}}
+        assert se.called("cp.cache_file") == [(("https://example.com/x.pp",), {"saltenv": "base"})]
+        assert se.called("file.check_hash") == [((str(pp), source_hash), {})]
+        assert se.called("nvgpu_selinux.install_policy") == [((str(pp),), {})]
+
+    def test_upper_case_hash_is_the_same_hash(self, st, se):
+        missing_then_installed(se)
+        ret = st.selinux_ready("gpu", policy_source="https://example.com/x.pp", source_hash="sha256=" + PP_SHA256.upper())
+        assert ret["result"] is True
+        assert se.actions() == ["cp.cache_file", "nvgpu_selinux.install_policy"]
+
+    def test_hash_mismatch_refuses(self, st, se):
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        ret = st.selinux_ready("gpu", policy_source="https://example.com/x.pp", source_hash="sha256=" + "cd" * 32)
+        assert ret["result"] is False
+        assert "does not match" in ret["comment"] and "gpu:selinux:policy_hash" in ret["comment"]
+        assert se.called("nvgpu_selinux.install_policy") == []
+        assert ret["changes"] == {"policy_module": {"old": None, "new": "nvidia-container"}}
+
+    def test_unusable_hash_refuses(self, st, se):
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        ret = st.selinux_ready("gpu", policy_source="https://example.com/x.pp", source_hash="not-a-hash")
+        assert ret["result"] is False
+        assert ret["comment"].startswith("Preparing SELinux for GPU containers failed: Hash not-a-hash")
+        assert se.called("nvgpu_selinux.install_policy") == []
+
+    def test_salt_source_without_hash_is_not_checked(self, st, se, pp):
+        missing_then_installed(se)
+        ret = st.selinux_ready("gpu", policy_source="salt://gpu/files/nvidia-container.pp", saltenv="prod")
+        assert ret["result"] is True
+        assert se.called("cp.cache_file") == [(("salt://gpu/files/nvidia-container.pp",), {"saltenv": "prod"})]
+        assert se.called("file.check_hash") == []
+        assert se.called("nvgpu_selinux.install_policy") == [((str(pp),), {})]
+
+    @pytest.mark.parametrize("scheme", ["", "file://"])
+    def test_local_source_is_not_fetched(self, st, se, pp, scheme):
+        missing_then_installed(se)
+        ret = st.selinux_ready("gpu", policy_source=f"{scheme}{pp}")
+        assert ret["result"] is True
+        assert se.called("nvgpu_selinux.install_policy") == [((str(pp),), {})]
+        assert se.called("cp.cache_file") == []
+
+    def test_missing_local_source(self, st, se, tmp_path):
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        ret = st.selinux_ready("gpu", policy_source=str(tmp_path / "absent.pp"))
+        assert ret["result"] is False
+        assert f"{tmp_path / 'absent.pp'} does not exist" in ret["comment"]
+        assert se.called("nvgpu_selinux.install_policy") == []
+
+    def test_fetch_failure(self, st, se):
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        se.set("cp.cache_file", "")
+        ret = st.selinux_ready("gpu", policy_source="salt://gpu/files/nvidia-container.pp")
+        assert ret["result"] is False
+        assert "could not fetch" in ret["comment"] and "gpu:selinux:policy_source" in ret["comment"]
+
+    def test_package_with_another_module_name_fails(self, st, se, pp):
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        ret = st.selinux_ready("gpu", policy_source=str(pp))
+        assert ret["result"] is False
+        assert "set module_name" in ret["comment"]
+        assert ret["changes"] == {"policy_module": {"old": None, "new": "nvidia-container"}}
+
+    def test_test_mode_fetches_nothing(self, st, se, opts):
+        opts["test"] = True
+        se.set("nvgpu_selinux.policy_modules", ["container"])
+        se.set("nvgpu_selinux.relabel_needed", lambda paths, recursive=False: ["/dev/nvidia0"] if recursive else [])
+        ret = st.selinux_ready("gpu", policy_source="https://example.com/x.pp", source_hash="sha256=" + PP_SHA256)
+        assert ret["result"] is None
+        assert ret["changes"] == {
+            "policy_module": {"old": None, "new": "nvidia-container"},
+            "relabelled": ["/dev/nvidia0"],
+        }
+        assert ret["comment"] == "SELinux (Enforcing) would change: policy_module, relabelled"
+        assert se.actions() == []
+        assert se.called("file.check_hash") == []
+
+    def test_relabels_only_wrong_paths(self, st, se):
+        se.set("nvgpu_selinux.relabel_needed",
+               ["/usr/lib64/libcuda.so.1"], ["/dev/nvidia0", "/usr/lib64/libcuda.so.1"], [])
+        ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp")
+        assert ret["result"] is True
+        assert ret["changes"] == {"relabelled": ["/usr/lib64/libcuda.so.1", "/dev/nvidia0"]}
+        assert se.called("nvgpu_selinux.relabel") == [((["/usr/lib64/libcuda.so.1", "/dev/nvidia0"],), {})]
+        assert se.called("nvgpu_selinux.relabel_needed") == [
+            ((["/dev/nvidia0", "/usr/lib64/libcuda.so.1"],), {}),
+            ((["/dev"],), {"recursive": True}),
+            ((["/usr/lib64/libcuda.so.1", "/dev/nvidia0"],), {}),
+        ]
+
+    def test_labels_still_wrong_after_restorecon_fail(self, st, se):
+        se.set("nvgpu_selinux.relabel_needed", ["/dev/nvidia0"])
+        ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp")
+        assert ret["result"] is False
+        assert "still have wrong labels: /dev/nvidia0" in ret["comment"] and "semanage fcontext" in ret["comment"]
+
+    def test_relabel_false_looks_at_no_labels(self, st, se):
+        se.set("nvgpu_selinux.relabel_needed", ["/dev/nvidia0"])
+        ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp", relabel=False)
+        assert ret["result"] is True and ret["changes"] == {}
+        assert "nvgpu.list_container_files" not in se.names()
+
+    def test_toolkit_not_installed_yet_in_test_mode(self, st, se, opts):
+        opts["test"] = True
+        se.set("nvgpu.list_container_files", CommandExecutionError("nvidia-container-cli not found in PATH"))
+        ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp")
+        assert ret["result"] is None
+        assert ret["changes"] == {"relabelled": ["(files listed by nvidia-container-cli, once it is installed)"]}
+        assert se.actions() == []
+
+    def test_toolkit_not_installed_fails(self, st, se):
+        se.set("nvgpu.list_container_files", CommandExecutionError("nvidia-container-cli not found in PATH"))
+        ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp")
+        assert ret["result"] is False
+        assert "nvidia-container-cli not found" in ret["comment"]
+
+
+# ---------------------------------------------------------------------------- subids_present
+
+
+class TestSubidsPresent:
+    def test_keeps_existing_range(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [{"start": 100000, "count": 65536}])
+        ret = st.subids_present("gpuuser")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "User gpuuser has subuid and subgid ranges"
+        assert mods.called("nvgpu_rootless.subids") == [(("gpuuser",), {"kind": "subuid"}),
+                                                         (("gpuuser",), {"kind": "subgid"})]
+        assert mods.actions() == []
+
+    def test_allocates_free_range(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [])
+        mods.set("nvgpu_rootless.free_subid_start", 165536)
+        mods.set("nvgpu_rootless.set_subids", [{"start": 165536, "count": 65536}])
+        ret = st.subids_present("gpuuser")
+        assert ret["changes"] == {
+            "subuid": {"old": [], "new": [{"start": 165536, "count": 65536}]},
+            "subgid": {"old": [], "new": [{"start": 165536, "count": 65536}]},
+        }
+        assert ret["comment"] == "Set subuid, subgid ranges of gpuuser"
+        assert mods.called("nvgpu_rootless.set_subids") == [
+            (("gpuuser", 165536, 65536), {"kind": "subuid"}),
+            (("gpuuser", 165536, 65536), {"kind": "subgid"}),
+        ]
+
+    def test_range_too_small_is_replaced(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [{"start": 100000, "count": 1000}], [{"start": 100000, "count": 65536}])
+        mods.set("nvgpu_rootless.free_subid_start", 300000)
+        mods.set("nvgpu_rootless.set_subids", [])
+        ret = st.subids_present("gpuuser", count="65536")
+        assert ret["changes"] == {
+            "subuid": {"old": [{"start": 100000, "count": 1000}], "new": [{"start": 300000, "count": 65536}]}}
+        assert mods.called("nvgpu_rootless.free_subid_start") == [((65536,), {"kind": "subuid"})]
+
+    def test_explicit_start_enforced_and_test_mode(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("nvgpu_rootless.subids", [{"start": 100000, "count": 65536}])
+        ret = st.subids_present("gpuuser", start=200000)
+        assert ret["result"] is None
+        assert ret["changes"]["subuid"] == {"old": [{"start": 100000, "count": 65536}],
+                                            "new": [{"start": 200000, "count": 65536}]}
+        assert ret["comment"] == "subuid, subgid ranges of gpuuser would be set"
+        assert mods.actions() == []
+
+    def test_explicit_start_already_there(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [{"start": 200000, "count": 65536}])
+        assert st.subids_present("gpuuser", start="200000")["changes"] == {}
+        assert mods.actions() == []
+
+    def test_usermod_failure(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [])
+        mods.set("nvgpu_rootless.free_subid_start", 100000)
+        mods.set("nvgpu_rootless.set_subids", CommandExecutionError("usermod: user 'gpuuser' does not exist"))
+        ret = st.subids_present("gpuuser")
+        assert ret["result"] is False
+        assert ret["comment"] == "Setting subordinate id ranges of gpuuser failed: usermod: user 'gpuuser' does not exist"
+
+    def test_bad_count(self, st, mods):
+        ret = st.subids_present("gpuuser", count="many")
+        assert ret["result"] is False and "invalid literal" in ret["comment"]
+        assert mods.calls == []
+
+
+# ---------------------------------------------------------------------------- vector_add_passes
+
+PASSED = {"passed": True, "elements": 50000, "blocks": 196, "threads": 256, "mode": "cdi", "retcode": 0,
+          "duration_s": 0.6, "command": ["podman", "run"], "stdout": "Test PASSED\n", "stderr": "",
+          "diagnosis": None, "user": None}
+
+
+class TestVectorAddPasses:
+    def test_passes(self, st, mods):
+        mods.set("nvgpu.run_vector_add", PASSED)
+        ret = st.vector_add_passes("root", image="localhost:5000/x:v1")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == "Vector add PASSED as root (mode cdi, 50000 elements, 196 blocks of 256 threads, 0.6 s)"
+        assert mods.called("nvgpu.run_vector_add") == [
+            ((), {"user": None, "mode": "auto", "timeout": 300, "pull": "missing", "image": "localhost:5000/x:v1"})]
+
+    def test_default_image_is_the_modules(self, st, mods):
+        mods.set("nvgpu.run_vector_add", PASSED)
+        st.vector_add_passes("gpuuser", user="gpuuser", mode="hook", timeout=60, pull="never")
+        assert mods.called("nvgpu.run_vector_add") == [
+            ((), {"user": "gpuuser", "mode": "hook", "timeout": 60, "pull": "never"})]
+
+    def test_failure_carries_diagnosis(self, st, mods):
+        stderr = "".join(f"line {n}\n" for n in range(10)) + "Error: unresolvable CDI devices nvidia.com/gpu=all"
+        failed = dict(PASSED, passed=False, retcode=126, stdout="", stderr=stderr,
+                      diagnosis={"cause": "no CDI spec", "fix": "nvidia-ctk cdi generate"}, user="gpuuser")
+        mods.set("nvgpu.run_vector_add", failed)
+        ret = st.vector_add_passes("gpuuser", user="gpuuser")
+        assert ret["result"] is False
+        assert "Vector add FAILED as gpuuser (rootless) (mode cdi, exit 126)" in ret["comment"]
+        assert "Cause: no CDI spec" in ret["comment"]
+        assert "Fix: nvidia-ctk cdi generate" in ret["comment"]
+        assert "Command: podman run" in ret["comment"]
+        assert ret["comment"].endswith("Output: line 6\nline 7\nline 8\nline 9\n"
+                                       "Error: unresolvable CDI devices nvidia.com/gpu=all")
+        assert ret["changes"] == {}
+
+    def test_failure_without_diagnosis(self, st, mods):
+        mods.set("nvgpu.run_vector_add", dict(PASSED, passed=False, retcode=1, diagnosis=None))
+        ret = st.vector_add_passes("root")
+        assert ret["result"] is False
+        assert "Cause: unknown" in ret["comment"] and "Fix: read the output below" in ret["comment"]
+
+    def test_could_not_run(self, st, mods):
+        mods.set("nvgpu.run_vector_add", SaltInvocationError("no such user 'gpuuser'"))
+        ret = st.vector_add_passes("gpuuser", user="gpuuser")
+        assert ret["result"] is False
+        assert ret["comment"] == "The vector add could not run as gpuuser (rootless): no such user 'gpuuser'"
+
+    def test_test_mode_runs_nothing(self, st, mods, opts):
+        opts["test"] = True
+        ret = st.vector_add_passes("root", mode="cdi")
+        assert ret["result"] is None and ret["changes"] == {}
+        assert ret["comment"] == "The vector add would run as root (mode cdi, image default)"
+        assert mods.calls == []

@@ -27,6 +27,7 @@ import time
 import nvgpu_failures
 import nvgpu_node
 import nvgpu_pillar
+import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -462,9 +463,10 @@ def run_vector_add(
 
     mode
         How the GPU reaches the container: ``hook`` (the NVIDIA OCI hook), ``cdi``
-        (``--device nvidia.com/gpu=all``) or ``auto``: cdi with Podman 4.1 or newer,
-        else hook, the same rule by which the ``nvgpu.container_toolkit`` state
-        configures the node.
+        (``--device nvidia.com/gpu=all``) or ``auto``: what the node is configured
+        for, decided as the ``nvgpu.container_toolkit`` state decides it: pillar
+        ``gpu:toolkit:mode`` where it says hook or cdi, else cdi with Podman 4.1 or
+        newer and hook before.
 
     timeout
         Seconds before the run counts as failed. Default 300.
@@ -502,7 +504,11 @@ def run_vector_add(
         "podman", "install podman (dnf install podman; on RHEL 8 dnf module install container-tools)"
     )
     if mode == "auto":
-        mode = nvgpu_node.resolve_mode(mode, podman_version())
+        # What the formula configured this node for (pillar gpu:toolkit:mode), by the
+        # same rule as the container_toolkit state: the ad-hoc check and the formula agree.
+        # Read from __pillar__: Salt 3008's pillar.get masks values ("**********") for callers.
+        configured = salt.utils.data.traverse_dict_and_list(__pillar__, "gpu:toolkit:mode", "auto")
+        mode = configured if configured in ("hook", "cdi") else nvgpu_node.resolve_mode("auto", podman_version())
 
     # No network: the vector add needs none, and leaving it out keeps the result
     # about the GPU (no CNI/netavark or slirp4netns setup that can fail on its own).

@@ -237,7 +237,8 @@ def container_toolkit(
 
     mode
         ``hook``: NVIDIA's OCI prestart hook JSON at ``hook_path``, exactly as the
-        toolkit RPMs shipped it. ``cdi``: a CDI spec at ``cdi_path`` from
+        toolkit RPMs shipped it; an ``nvidia.com/gpu`` CDI spec at ``cdi_path`` (from
+        cdi mode) is removed. ``cdi``: a CDI spec at ``cdi_path`` from
         ``nvidia-ctk cdi generate``, world-readable, regenerated when it is missing or
         names another driver version than the loaded one (a driver upgrade makes it
         stale); NVIDIA's hook file at ``hook_path`` is removed (it would inject the
@@ -287,6 +288,12 @@ def container_toolkit(
                 changes["oci_hook"] = {"old": "absent" if current is None else "different", "new": hook_path}
                 if not test:
                     __salt__["nvgpu_toolkit.write_oci_hook"](hook_path, hook_binary)
+            # A spec left from cdi mode would make Podman inject the GPU a second way, and
+            # go stale at the next driver upgrade: the GPU comes through the hook only.
+            if __salt__["nvgpu_toolkit.cdi_spec"](cdi_path)["kind"] == nvgpu_node.CDI_KIND:
+                changes["cdi_spec"] = {"old": cdi_path, "new": None}
+                if not test:
+                    __salt__["file.remove"](cdi_path)
         elif effective == "cdi":
             # NVIDIA's hook injects the GPU into every container on its own; next to CDI
             # it would inject twice. Only a file with exactly NVIDIA's content goes.
@@ -457,7 +464,9 @@ def selinux_ready(
 
         if relabel:
             try:
-                listed = __salt__["nvgpu.list_container_files"]()
+                # Without -k: listing must not load kernel modules (test=True is read-only,
+                # and loading is the modules_loaded state's job).
+                listed = __salt__["nvgpu.list_container_files"](load_kmods=False)
             except CommandExecutionError:
                 if not test:
                     raise

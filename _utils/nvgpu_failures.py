@@ -99,8 +99,18 @@ TEXT_FAILURES = [
         "rootless",
     ),
     Failure(
+        # Podman refuses a user whose subordinate range contains the user's own uid.
+        re.compile(r"mapping [^\n]*includes the user UID", re.I),
+        "the user's subordinate id range in /etc/subuid or /etc/subgid contains the user's own uid, "
+        "which rootless Podman refuses",
+        "give the user a range above the system's uids (pillar gpu:rootless_users[].subuid_start, at "
+        "least 100000), then podman system migrate as that user",
+        "rootless",
+    ),
+    Failure(
         re.compile(
             r"cannot find newuidmap|cannot find newgidmap|newuidmap\S*: not found|newgidmap\S*: not found"
+            r"|exec: \"new[ug]idmap\": executable file not found"
             r"|no subuid ranges found|no subgid ranges found|not enough IDs available",
             re.I,
         ),

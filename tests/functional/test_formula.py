@@ -261,3 +261,31 @@ def test_switching_hook_to_cdi_replaces_the_hook_with_a_spec(node, node_assets):
     assert changes["cdi_spec"]["reason"] == "missing"
     assert not node.exists(hook)
     assert "PASSED as root (mode cdi" in states["gpu-validate-root"]["comment"]
+
+
+def test_switching_cdi_to_hook_removes_the_spec_and_the_ad_hoc_check_agrees(node, node_assets):
+    spec = "/etc/cdi/nvidia.yaml"
+    converge(node, site_pillar(node_assets, toolkit={"mode": "cdi"}))
+    assert node.exists(spec)
+    pillar = site_pillar(node_assets, toolkit={"mode": "hook"})
+    states = converge(node, pillar)
+    assert states["gpu-container-toolkit"]["changes"]["cdi_spec"] == {"old": spec, "new": None}
+    assert not node.exists(spec)
+    assert "PASSED as root (mode hook" in states["gpu-validate-root"]["comment"]
+    # The README's ad-hoc check, with no mode: it follows what pillar configured.
+    node.write_pillar(pillar)
+    res = node.salt_call("nvgpu.run_vector_add", f"image={node_assets.image}")
+    assert res.data["passed"] is True and res.data["mode"] == "hook", (res.data["mode"], res.data["stderr"][-500:])
+
+
+def test_test_mode_after_a_reboot_loads_no_module_and_changes_nothing(node, node_assets):
+    pillar = site_pillar(node_assets)
+    converge(node, pillar)
+    node.reboot()  # the modules are gone; the toolkit's nvidia-container-cli -k would load them
+    before = node.snapshot()
+    states = _states(apply(node, pillar, test=True))
+    assert not _failed(states)
+    assert _config(before) == _config(node.snapshot())
+    assert not node.exists("/sys/module/nvidia")
+    assert states["gpu-driver-modules-loaded"]["result"] is None
+    assert states["gpu-driver-modules-loaded"]["changes"] == {"loaded": ["nvidia", "nvidia_uvm"]}

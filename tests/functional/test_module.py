@@ -312,6 +312,28 @@ def test_vector_add_rootless_without_no_cgroups(node):
     assert "no-cgroups=true" in data["diagnosis"]["fix"]
 
 
+def test_vector_add_rootless_without_newuidmap(node):
+    node.provision()
+    rootless_ready(node)
+    node.run(["rm", "-f", "/usr/bin/newuidmap"], check=True)
+    data = assert_failed_with(vector_add(node, "user=gpuuser", "mode=cdi"), "newuidmap", "newuidmap")
+    assert data["diagnosis"]["layer"] == "rootless"
+    assert "shadow-utils" in data["diagnosis"]["fix"]
+
+
+def test_vector_add_rootless_with_its_own_uid_in_its_range(node):
+    node.provision()
+    rootless_ready(node)
+    node.run(["nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"], check=True)
+    # A range that contains the user's own uid (2001), as a careless subuid_start would give.
+    others = [line for line in node.read_file("/etc/subuid").splitlines() if not line.startswith("gpuuser:")]
+    node.write_file("/etc/subuid", "\n".join(others + ["gpuuser:1000:65536"]) + "\n")
+    data = assert_failed_with(vector_add(node, "user=gpuuser", "mode=cdi"), "includes the user UID",
+                              "contains the user's own uid")
+    assert data["diagnosis"]["layer"] == "rootless"
+    assert "subuid_start" in data["diagnosis"]["fix"]
+
+
 def test_vector_add_image_missing_from_the_registry(node):
     node.provision()
     add_hook(node)

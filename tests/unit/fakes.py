@@ -37,6 +37,7 @@ ACTIONS = frozenset(
         "dnf_module.switch_to",
         "dnf_module.installed",
         "cp.cache_file",
+        "file.remove",
     }
 )
 

@@ -34,6 +34,7 @@ def configure_loader_modules(nvgpu, run_all, which):
     return {
         nvgpu: {
             "__salt__": FakeSalt(functions=functions, run_all=run_all),
+            "__pillar__": {},
             "__grains__": {"kernel": "Linux"},
             "__opts__": {"test": False},
             "__context__": {},
@@ -622,6 +623,14 @@ class TestRunVectorAdd:
             PODMAN, "run", "--rm", "--pull=never", "--network=none", "--device", "nvidia.com/gpu=all", IMAGE,
         ]  # fmt: skip
         assert runs(run_all)[0][1]["timeout"] == 30
+
+    @pytest.mark.parametrize("configured", ["hook", "cdi"])
+    def test_auto_mode_is_what_pillar_configured(self, nvgpu, run_all, configured):
+        podman(run_all, version="4.9.4")
+        nvgpu.__pillar__["gpu"] = {"toolkit": {"mode": configured}}
+        ret = nvgpu.run_vector_add(image=IMAGE)
+        assert ret["mode"] == configured
+        assert len(run_all.argvs) == 1, "the node's configured mode needs no Podman version"
 
     @pytest.mark.parametrize(
         "version, expected",

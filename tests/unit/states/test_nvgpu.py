@@ -19,7 +19,8 @@ from tests.unit.loader import load, real
 
 STATES = load("_states/nvgpu.py")
 EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
-OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash}
+OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
+          "file.remove": salt.modules.file.remove}
 
 HOOK_PATH = nvgpu_node.OCI_HOOK_PATH
 CDI_PATH = nvgpu_node.CDI_SPEC_PATH
@@ -248,16 +249,40 @@ class TestContainerToolkit:
 
     def test_converged_hook_asks_no_podman_version(self, st, toolkit):
         toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
         ret = st.container_toolkit("gpu", mode="hook")
         assert ret["result"] is True and ret["changes"] == {}
         assert ret["comment"] == "NVIDIA container toolkit is ready, mode hook"
         assert "nvgpu.podman_version" not in toolkit.names()
-        assert "nvgpu_toolkit.cdi_spec" not in toolkit.names()
+        assert toolkit.actions() == []
+
+    def test_hook_mode_removes_the_formulas_cdi_spec(self, st, toolkit):
+        # Left from cdi mode, it would inject the GPU a second way and go stale at the next upgrade.
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        toolkit.set("file.remove", True)
+        ret = st.container_toolkit("gpu", mode="hook")
+        assert ret["changes"] == {"cdi_spec": {"old": CDI_PATH, "new": None}}
+        assert toolkit.actions() == ["file.remove"]
+        assert toolkit.called("file.remove") == [((CDI_PATH,), {})]
+
+    def test_hook_mode_in_test_mode_only_says_it_would_remove_the_spec(self, st, toolkit, opts):
+        opts["test"] = True
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        ret = st.container_toolkit("gpu", mode="hook")
+        assert ret["result"] is None and ret["changes"] == {"cdi_spec": {"old": CDI_PATH, "new": None}}
+        assert toolkit.actions() == []
+
+    def test_hook_mode_keeps_a_spec_of_another_kind(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.oci_hook", HOOK)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(kind="vendor.example/fpga"))
+        ret = st.container_toolkit("gpu", mode="hook")
+        assert ret["result"] is True and ret["changes"] == {}
         assert toolkit.actions() == []
 
     @pytest.mark.parametrize("podman", ["3.4.4", "4.0.3"])
     def test_auto_picks_hook_for_podman_before_4_1(self, st, toolkit, podman):
         toolkit.set("nvgpu.podman_version", podman)
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
         ret = st.container_toolkit("gpu", mode="auto")
         assert ret["result"] is True
         assert ret["changes"] == {"oci_hook": {"old": "absent", "new": HOOK_PATH}}
@@ -292,12 +317,14 @@ class TestContainerToolkit:
 
     def test_hook_different_content_rewritten(self, st, toolkit):
         toolkit.set("nvgpu_toolkit.oci_hook", dict(HOOK, stages=["poststart"]))
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
         ret = st.container_toolkit("gpu", mode="hook")
         assert ret["changes"] == {"oci_hook": {"old": "different", "new": HOOK_PATH}}
         assert toolkit.actions() == ["nvgpu_toolkit.write_oci_hook"]
 
     def test_hook_test_mode(self, st, toolkit, opts):
         opts["test"] = True
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
         ret = st.container_toolkit("gpu", mode="hook", hook_path="/etc/containers/oci/hooks.d/nvidia.json",
                                    hook_binary="/opt/bin/nvidia-container-runtime-hook")
         assert ret["result"] is None
@@ -494,6 +521,8 @@ class TestSelinuxReady:
         assert ret["result"] is True and ret["changes"] == {}
         assert ret["comment"] == "SELinux (Enforcing) is ready: nvidia-container installed, labels correct"
         assert se.actions() == []
+        # Listing without -k: nvidia-container-cli must not load kernel modules for a state.
+        assert se.called("nvgpu.list_container_files") == [((), {"load_kmods": False})]
 
     @pytest.mark.parametrize("form", ["sha256={}", "sha256:{}", "{}"])
     def test_installs_missing_policy_with_verified_hash(self, st, se, pp, form):

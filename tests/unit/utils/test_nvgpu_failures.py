@@ -20,6 +20,20 @@ Done
 # Every failure text of FACTS.md ("cuda-vector-add output") and the practical ones: a word
 # of its cause, a word of its fix, and the broken layer.
 FAILURES = [
+    # Podman 4.3's own words, seen on the simulated node (tests/functional/test_module.py).
+    (
+        'Error: invalid configuration: the specified mapping 1000:65536 in "/etc/subuid" includes the user UID',
+        "contains the user's own uid",
+        "subuid_start",
+        "rootless",
+    ),
+    (
+        'Error: command required for rootless mode with multiple IDs: exec: "newuidmap": executable file not '
+        "found in $PATH",
+        "newuidmap",
+        "shadow-utils",
+        "rootless",
+    ),
     (
         "Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!",
         "libcuda was not injected",

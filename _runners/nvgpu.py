@@ -39,15 +39,20 @@ def report(tgt="*", tgt_type="glob", image=None, user=None, mode="auto", timeout
         kwarg["user"] = user
     expected = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)["minions"]
     client = salt.client.get_local_client(__opts__["conf_file"])
-    returns = client.cmd(tgt, "nvgpu.run_vector_add", kwarg=kwarg, tgt_type=tgt_type, timeout=timeout + 60)
+    # No timeout of our own: Salt waits its own `timeout` for a minion that says nothing
+    # and keeps waiting, through its job checks, for one still running the vector add.
+    returns = client.cmd(tgt, "nvgpu.run_vector_add", kwarg=kwarg, tgt_type=tgt_type, full_return=True)
 
-    nodes = {}
+    nodes, silent = {}, set()
     for minion in sorted(set(expected) | set(returns)):
-        if minion not in returns:
+        full = returns.get(minion)
+        # Salt's word for a minion that did not answer in time (or False, or nothing).
+        if not isinstance(full, dict) or full.get("out") == "no_return":
+            silent.add(minion)
             nodes[minion] = {"passed": False, "cause": "the minion did not return",
                              "fix": f"check that it is up: salt {minion} test.ping"}
             continue
-        ret = returns[minion]
+        ret = full.get("ret")
         if not isinstance(ret, dict) or "passed" not in ret:
             nodes[minion] = {"passed": False, "cause": f"nvgpu.run_vector_add did not run: {ret}",
                              "fix": f"salt {minion} saltutil.sync_all, then check the error above"}
@@ -58,7 +63,6 @@ def report(tgt="*", tgt_type="glob", image=None, user=None, mode="auto", timeout
         nodes[minion] = node
 
     passed = sum(1 for node in nodes.values() if node["passed"])
-    no_return = sum(1 for minion in nodes if minion not in returns)
-    summary = {"nodes": len(nodes), "passed": passed, "failed": len(nodes) - passed - no_return,
-               "no_return": no_return}
+    summary = {"nodes": len(nodes), "passed": passed, "failed": len(nodes) - passed - len(silent),
+               "no_return": len(silent)}
     return {"summary": summary, "nodes": nodes}

@@ -15,6 +15,8 @@ from tests.unit.loader import load
 
 OPTS = {"conf_file": "/etc/salt/master.d/test.conf"}
 DIAGNOSIS = {"cause": "no CDI spec", "fix": "nvidia-ctk cdi generate", "layer": "toolkit"}
+# What LocalClient.cmd(full_return=True) gives for a minion that did not answer (Salt 3008).
+NO_RESPONSE = {"out": "no_return", "ret": "Minion did not return. [No response]", "retcode": 1}
 
 
 @pytest.fixture
@@ -36,9 +38,12 @@ def fleet(monkeypatch):
     monkeypatch.setattr(salt.client, "get_local_client", get_local_client)
     monkeypatch.setattr(salt.utils.minions, "CkMinions", ckminions)
 
-    def make(expected, returns):
+    def make(expected, returns, silent=()):
+        """``returns``: each minion's return value; ``silent``: minions Salt reports as not returning."""
         ckminions.return_value.check_minions.return_value = {"minions": list(expected), "missing": []}
-        client.cmd.return_value = returns
+        full = {minion: {"ret": ret, "retcode": 0, "jid": "20261129000000000000"} for minion, ret in returns.items()}
+        full.update({minion: NO_RESPONSE for minion in silent})
+        client.cmd.return_value = full
 
     make.client, make.get_local_client, make.ckminions = client, get_local_client, ckminions
     return make
@@ -63,7 +68,7 @@ def test_asks_every_targeted_minion_with_the_options(runner, fleet):
     assert fleet.client.cmd.call_args.kwargs == {
         "kwarg": {"mode": "cdi", "timeout": 100, "image": "localhost:5000/x:v1", "user": "alice"},
         "tgt_type": "compound",
-        "timeout": 160,
+        "full_return": True,
     }
 
 
@@ -84,9 +89,10 @@ def test_summary_of_a_mixed_fleet(runner, fleet):
             "gpu-5": dict(passed(), passed=False, diagnosis=None),
             "gpu-6": passed(duration=1.5),  # answered without being expected: counted too
         },
+        silent=["gpu-7"],
     )
     ret = runner.report(tgt="gpu-*")
-    assert ret["summary"] == {"nodes": 6, "passed": 2, "failed": 3, "no_return": 1}
+    assert ret["summary"] == {"nodes": 7, "passed": 2, "failed": 3, "no_return": 2}
     assert ret["nodes"] == {
         "gpu-1": {"passed": True, "duration_s": 0.7, "mode": "cdi"},
         "gpu-2": {"passed": False, "duration_s": 0.7, "mode": "hook", **DIAGNOSIS},
@@ -95,6 +101,7 @@ def test_summary_of_a_mixed_fleet(runner, fleet):
                   "fix": "salt gpu-4 saltutil.sync_all, then check the error above"},
         "gpu-5": {"passed": False, "duration_s": 0.7, "mode": "cdi", **nvgpu_failures.UNKNOWN},
         "gpu-6": {"passed": True, "duration_s": 1.5, "mode": "cdi"},
+        "gpu-7": {"passed": False, "cause": "the minion did not return", "fix": "check that it is up: salt gpu-7 test.ping"},
     }
     assert list(ret["nodes"]) == sorted(ret["nodes"])
 

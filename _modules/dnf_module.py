@@ -39,6 +39,28 @@ def _dnf(platform=None):
     return argv
 
 
+def _run(argv, what, fix):
+    """
+    ``nvgpu_node.run_checked`` for dnf. When a transaction fails half-way, rpm's own
+    errors (the file that could not be unpacked, the scriptlet that failed) are in
+    dnf's transaction output on stdout, and stderr only says "Transaction failed": the
+    message leads with rpm's lines. ``info`` keeps dnf's output as it was.
+    """
+    ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if ret["retcode"] == 0:
+        return ret
+    rpm_errors = [line.strip() for line in (ret.get("stdout") or "").splitlines() if line.strip().startswith("error:")]
+    shown = dict(ret, stderr="\n".join(rpm_errors + [(ret.get("stderr") or "").strip()]).strip())
+    err = nvgpu_node.command_error(what, argv, shown, fix)
+    err.info["stderr"] = ret.get("stderr", "")
+    raise err
+
+
+def _nevra_name(nevra):
+    """``kmod-nvidia-latest-dkms-3:550.127.08-1.el8.x86_64`` -> ``kmod-nvidia-latest-dkms``."""
+    return nevra.rsplit("-", 2)[0]
+
+
 def info(name):
     """
     Return the state of the dnf module ``name`` as dnf recorded it in
@@ -68,6 +90,54 @@ def info(name):
     return ret
 
 
+def stream_packages(name, stream, platform=None):
+    """
+    Return the names of the packages of the module stream ``name:stream`` in the
+    configured repositories: ``dnf module repoquery name:stream`` (reads repository
+    metadata).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dnf_module.stream_packages nvidia-driver latest-dkms
+    """
+    spec = _spec(name, stream)
+    res = _run(
+        _dnf(platform) + ["-q", "module", "repoquery", spec],
+        f"listing the packages of module stream {spec}",
+        f"check that the repository providing the module is configured and reachable (dnf module list {name})",
+    )
+    return sorted({_nevra_name(line.strip()) for line in res["stdout"].splitlines() if line.strip().count("-") >= 2})
+
+
+def problems(name, stream, platform=None):
+    """
+    Return what ``dnf check`` finds wrong (missing requires, conflicts, duplicates)
+    with the installed packages of the module stream ``name:stream``, as dnf's lines;
+    ``[]`` when nothing. A transaction that failed half-way (a package that could not
+    be unpacked) leaves the stream recorded as installed in ``/etc/dnf/modules.d``
+    while its packages do not fit together: ``info`` cannot see that, this can.
+    ``dnf check`` reads the rpm database only; the stream's packages are asked of the
+    repositories only when it finds something.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dnf_module.problems nvidia-driver latest-dkms
+    """
+    argv = ["dnf", "-q", "check"]
+    ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    lines = [line.strip() for line in (ret.get("stdout") or "").splitlines() if line.strip()]
+    if ret["retcode"] != 0 and not lines:
+        raise nvgpu_node.command_error("checking the installed packages", argv, ret, "run dnf check by hand")
+    if not lines:
+        return []
+    names = set(stream_packages(name, stream, platform=platform))
+    return [line for line in lines if _nevra_name(line.split()[0]) in names]
+
+
 def install(name, stream, profile=None, platform=None):
     """
     Enable the dnf module stream ``name:stream`` and install ``profile`` (its
@@ -82,8 +152,7 @@ def install(name, stream, profile=None, platform=None):
         salt '*' dnf_module.install nvidia-driver latest-dkms profile=default
     """
     spec = _spec(name, stream, profile)
-    nvgpu_node.run_checked(
-        __salt__["cmd.run_all"],
+    _run(
         _dnf(platform) + ["module", "install", spec],
         f"installing module stream {spec}",
         "check that the repository providing the module is configured and reachable "
@@ -103,8 +172,7 @@ def reset(name, platform=None):
 
         salt '*' dnf_module.reset nvidia-driver
     """
-    nvgpu_node.run_checked(
-        __salt__["cmd.run_all"],
+    _run(
         _dnf(platform) + ["module", "reset", name],
         f"resetting module {name}",
         f"run dnf module reset {name} by hand to see the full error",
@@ -128,8 +196,7 @@ def switch_to(name, stream, profile=None, platform=None):
     spec = _spec(name, stream, profile)
     argv = _dnf(platform) + ["module", "switch-to", spec]
     try:
-        nvgpu_node.run_checked(
-            __salt__["cmd.run_all"],
+        _run(
             argv,
             f"switching module {name} to {spec}",
             f"check that the stream exists (dnf module list {name}); packages held by another module "

@@ -145,12 +145,14 @@ def load_modules(uvm=True):
     if missing:
         # nvidia-modprobe is a setuid helper that often exits 0 and says nothing.
         diagnosis = _load_failure_diagnosis()
-        raise CommandExecutionError(
+        err = CommandExecutionError(
             "nvidia-modprobe ran but {} is not loaded\nLikely cause: {}\nFix: {}".format(
                 ", ".join(missing), diagnosis["cause"], diagnosis["fix"]
-            ),
-            info={"modules": after, "diagnosis": diagnosis},
+            )
         )
+        # An attribute, not info=: Salt appends info= to the message a state shows.
+        err.info = {"modules": after, "diagnosis": diagnosis}
+        raise err
     return {"modules": after, "device_nodes": nvgpu_node.device_nodes(), "changed": after != before}
 
 
@@ -387,8 +389,8 @@ _LAUNCH_RE = re.compile(r"CUDA kernel launch with (\d+) blocks of (\d+) threads"
 _PASSED_RE = re.compile(r"^\s*Test PASSED\s*$", re.M)
 
 _RUNTIMES = ("podman", "host")
-_PULL = ("always", "missing", "never", "newer")
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+_PULL = nvgpu_node.PULL_POLICIES
+_USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
 # The guide's rootless flags, verbatim, after --user UID:GID.
 _ROOTLESS_FLAGS = [
@@ -426,7 +428,7 @@ def _validate_vector_add_args(image, user, runtime, mode, timeout, pull):
     if user is not None:
         if runtime == "host":
             raise SaltInvocationError("user= only applies to runtime=podman")
-        if not isinstance(user, str) or not _USER_RE.match(user):
+        if not isinstance(user, str) or not _USER_RE.fullmatch(user):
             raise SaltInvocationError(f"invalid user name {user!r}")
     if runtime == "podman":
         # The image becomes one argv element; refuse what Podman would read as an option.

@@ -156,6 +156,7 @@ def oci_hook_content(hook_binary=nvgpu_node.OCI_HOOK_BINARY):
 def write_oci_hook(path=nvgpu_node.OCI_HOOK_PATH, hook_binary=nvgpu_node.OCI_HOOK_BINARY):
     """
     Write NVIDIA's OCI hook JSON to ``path`` atomically (mode 0644) and return its content.
+    ``path`` must be absolute; an OS error (read-only, disk full) names it in one line.
 
     CLI Example:
 
@@ -170,7 +171,7 @@ def write_oci_hook(path=nvgpu_node.OCI_HOOK_PATH, hook_binary=nvgpu_node.OCI_HOO
 
 def remove_oci_hook(path=nvgpu_node.OCI_HOOK_PATH):
     """
-    Remove the OCI hook file at ``path``; True when it was there.
+    Remove the OCI hook file at ``path`` (absolute); True when it was there.
 
     CLI Example:
 
@@ -178,10 +179,13 @@ def remove_oci_hook(path=nvgpu_node.OCI_HOOK_PATH):
 
         salt '*' nvgpu_toolkit.remove_oci_hook
     """
+    nvgpu_node.require_absolute(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
         return False
+    except OSError as err:
+        raise nvgpu_node.os_error("remove", path, err) from err
     return True
 
 
@@ -227,7 +231,9 @@ def cdi_generate(path=nvgpu_node.CDI_SPEC_PATH):
     Generate the CDI spec for this host's GPUs and driver with
     ``nvidia-ctk cdi generate`` into a temporary file next to ``path``, make it
     world-readable (0644) and move it into place atomically, so that Podman never
-    sees a half-written spec. Returns the new ``cdi_spec``.
+    sees a half-written spec; the temporary file is gone whatever happens. ``path``
+    must be absolute; an OS error (read-only, disk full) names it in one line.
+    Returns the new ``cdi_spec``.
 
     CLI Example:
 
@@ -235,23 +241,32 @@ def cdi_generate(path=nvgpu_node.CDI_SPEC_PATH):
 
         salt '*' nvgpu_toolkit.cdi_generate
     """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    # A sub-directory keeps the half-written file out of Podman's spec search (it
-    # reads *.yaml / *.json in /etc/cdi, not below) and keeps the extension
-    # nvidia-ctk takes the output format from.
-    tmpdir = tempfile.mkdtemp(dir=directory, prefix=".nvgpu-")
-    tmp = os.path.join(tmpdir, os.path.basename(path))
+    nvgpu_node.require_absolute(path)
+    directory = os.path.dirname(path)
+    tmpdir = None
     try:
-        nvgpu_node.run_checked(
-            __salt__["cmd.run_all"],
-            ["nvidia-ctk", "cdi", "generate", f"--output={tmp}"],
-            f"generating the CDI spec {path}",
-            "check that the NVIDIA driver is installed and loaded (nvidia-smi), and that "
-            "nvidia-container-toolkit is installed",
-        )
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        # A sub-directory keeps the half-written file out of Podman's spec search (it
+        # reads *.yaml / *.json in /etc/cdi, not below) and keeps the extension
+        # nvidia-ctk takes the output format from.
+        tmpdir = tempfile.mkdtemp(dir=directory, prefix=nvgpu_node.TEMP_PREFIX)
+        tmp = os.path.join(tmpdir, os.path.basename(path))
+        try:
+            nvgpu_node.run_checked(
+                __salt__["cmd.run_all"],
+                ["nvidia-ctk", "cdi", "generate", f"--output={tmp}"],
+                f"generating the CDI spec {path}",
+                "check that the NVIDIA driver is installed and loaded (nvidia-smi), that "
+                "nvidia-container-toolkit is installed, and that the file system has space",
+            )
+        except CommandExecutionError as err:
+            err.path = path  # the spec that was not written, as os_error says it
+            raise
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as err:
+        raise nvgpu_node.os_error("write", path, err) from err
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     return cdi_spec(path)

@@ -2,8 +2,9 @@
 States for dnf module streams (modularity, RHEL 8/9): a stream enabled with a profile
 installed, switching streams where another is enabled.
 
-The current stream is read from ``/etc/dnf/modules.d`` (``dnf_module.info``), so a
-converged host runs no dnf at all.
+The current stream is read from ``/etc/dnf/modules.d`` (``dnf_module.info``), and
+``dnf check`` (the rpm database only) confirms its packages fit together, so a converged
+host runs no dnf transaction and reads no repository.
 
 .. code-block:: yaml
 
@@ -33,7 +34,9 @@ def _has_profile(cur, stream, profile):
 def installed(name, stream, profile=None, platform=None):
     """
     Ensure the dnf module ``name`` is enabled on ``stream`` with ``profile`` installed,
-    switching a host that is on another stream (``dnf module switch-to``).
+    switching a host that is on another stream (``dnf module switch-to``). A stream
+    recorded as installed whose packages ``dnf check`` finds broken (a transaction that
+    failed half-way) is repaired with ``dnf module switch-to`` to the same stream.
 
     name
         The module, e.g. ``nvidia-driver`` or ``container-tools``.
@@ -55,23 +58,33 @@ def installed(name, stream, profile=None, platform=None):
     spec = f"{name}:{stream}" + (f"/{profile}" if profile else "")
     try:
         cur = __salt__["dnf_module.info"](name)
+        broken = []
         if _has_profile(cur, stream, profile):
-            ret["comment"] = f"Module stream {spec} is already installed"
-            return ret
+            broken = __salt__["dnf_module.problems"](name, stream, platform=platform)
+            if not broken:
+                ret["comment"] = f"Module stream {spec} is already installed"
+                return ret
 
         enabled_here = cur["state"] == "enabled" and cur["stream"] == stream
-        if cur["state"] == "enabled" and cur["stream"] and not enabled_here:
+        if broken:
+            action = "repair"
+        elif cur["state"] == "enabled" and cur["stream"] and not enabled_here:
             action = "switch"
         elif cur["state"] == "disabled":
             action = "reset"
         else:
             action = "install"
         changes = {}
-        if not enabled_here:
-            changes["stream"] = {"old": cur["stream"] if cur["state"] == "enabled" else None, "new": stream}
-        new_profiles = sorted(set(cur["profiles"] if enabled_here else []) | {profile or "(default)"})
-        changes["profiles"] = {"old": cur["profiles"], "new": new_profiles}
+        if broken:
+            changes["repaired"] = broken
+        else:
+            if not enabled_here:
+                changes["stream"] = {"old": cur["stream"] if cur["state"] == "enabled" else None, "new": stream}
+            new_profiles = sorted(set(cur["profiles"] if enabled_here else []) | {profile or "(default)"})
+            changes["profiles"] = {"old": cur["profiles"], "new": new_profiles}
         what = {
+            "repair": f"Module stream {spec} {{}} repaired (its packages, left half-installed, are synced to the "
+            f"stream: {len(broken)} problem(s) from dnf check)",
             "switch": f"Module {name} {{}} switched from stream {cur['stream']} to {spec}",
             "reset": f"Module {name} {{}} reset (it was disabled) and {spec} installed",
             "install": f"Module stream {spec} {{}} installed",
@@ -80,15 +93,25 @@ def installed(name, stream, profile=None, platform=None):
             ret.update(result=None, changes=changes, comment=what.format("would be"))
             return ret
 
-        if action == "switch":
+        if action in ("switch", "repair"):
             __salt__["dnf_module.switch_to"](name, stream, profile=profile, platform=platform)
         else:
             if action == "reset":
                 __salt__["dnf_module.reset"](name, platform=platform)
             __salt__["dnf_module.install"](name, stream, profile=profile, platform=platform)
         after = __salt__["dnf_module.info"](name)
+        left = __salt__["dnf_module.problems"](name, stream, platform=platform) if broken else []
     except (CommandExecutionError, SaltInvocationError) as err:
         ret.update(result=False, comment=str(err))
+        return ret
+
+    if left:
+        ret.update(
+            result=False,
+            comment=f"dnf module switch-to {spec} ran but dnf check still finds: {'; '.join(left)}. "
+            "Run `dnf check` and `dnf distro-sync` by hand.",
+            changes=changes,
+        )
         return ret
 
     if not _has_profile(after, stream, profile):
@@ -99,6 +122,7 @@ def installed(name, stream, profile=None, platform=None):
             f"Run `dnf module info {name}:{stream}` and `dnf module install {spec}` by hand.",
         )
         return ret
-    changes["profiles"]["new"] = after["profiles"]
+    if "profiles" in changes:
+        changes["profiles"]["new"] = after["profiles"]
     ret.update(changes=changes, comment=what.format("was"))
     return ret

@@ -197,6 +197,69 @@ def module_stream(name, stream, profile=None, platform=None):
     return __states__["dnf_module.installed"](name, stream, profile=profile, platform=platform)
 
 
+def initramfs_current(name, required_files, cmd=("dracut", "-f", "--kver")):
+    """
+    Ensure the initramfs of kernel release ``name`` carries ``required_files`` as they
+    are on the host (the nouveau blacklist: without it nouveau claims the GPU at early
+    boot), rebuilding it only when it does not. The check reads the image itself
+    (``lsinitrd``), not whether a file changed in this run, so a rebuild that failed is
+    retried on the next run.
+
+    name
+        The kernel release, e.g. ``{{ grains["kernelrelease"] }}``.
+
+    required_files
+        Absolute paths on the host that the initramfs must carry.
+
+    cmd
+        The rebuild command as an argument list, run without a shell, the kernel
+        release appended. Default ``[dracut, -f, --kver]``.
+
+    .. code-block:: yaml
+
+        gpu-initramfs-current:
+          nvgpu.initramfs_current:
+            - name: {{ grains["kernelrelease"] }}
+            - required_files:
+              - /etc/modprobe.d/blacklist-nouveau.conf
+            - require:
+              - file: gpu-nouveau-blacklisted
+    """
+    ret = _ret(name)
+    if isinstance(required_files, str):
+        required_files = [required_files]
+    if isinstance(cmd, str) or not isinstance(cmd, (list, tuple)) or not cmd:
+        return _failed(ret, f"cmd must be an argument list such as [dracut, -f, --kver], not {cmd!r} "
+                            "(gpu:driver:initramfs_cmd)")
+    stale, why = {}, ""
+    try:
+        stale = __salt__["nvgpu_initramfs.stale_files"](required_files, kernel=name)
+        if not stale:
+            ret["comment"] = f"The initramfs of {name} carries {', '.join(required_files)}"
+            return ret
+        image = __salt__["nvgpu_initramfs.image"](name)
+        why = "; ".join(f"{path}: {reason}" for path, reason in stale.items())
+        changes = {"rebuilt": image, "stale": stale}
+        if __opts__["test"]:
+            return _pending(ret, changes, f"The initramfs {image} would be rebuilt ({why})")
+        __salt__["nvgpu_initramfs.rebuild"](name, cmd=list(cmd))
+        left = __salt__["nvgpu_initramfs.stale_files"](required_files, kernel=name)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        # Nothing counts as changed: the next run checks the image again and retries.
+        return _failed(ret, f"{err}\nWhy a rebuild: {why}" if why else str(err))
+    if left:
+        return _failed(
+            ret,
+            "{} {} exited 0 but the initramfs still does not carry {}. Check that dracut includes "
+            "/etc/modprobe.d (hostonly mode) and run `lsinitrd {}` by hand.".format(
+                " ".join(map(str, cmd)), name, "; ".join(f"{p} ({r})" for p, r in left.items()), image
+            ),
+            changes,
+        )
+    ret.update(changes=changes, comment=f"Rebuilt the initramfs {image} ({why})")
+    return ret
+
+
 # ---------------------------------------------------------------------------
 # NVIDIA container toolkit
 # ---------------------------------------------------------------------------
@@ -343,7 +406,15 @@ def container_toolkit(
                             changes,
                         )
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, f"Configuring the NVIDIA container toolkit failed: {err}", changes)
+        # A file that could not be written or removed (read-only, disk full, a relative
+        # path): name the pillar key that sets its path, and do not report it changed.
+        settings = {cdi_path: ("gpu:toolkit:cdi_path", "cdi_spec"), hook_path: ("gpu:toolkit:hook_path", "oci_hook")}
+        failed_path = getattr(err, "path", None)
+        key, change = settings.get(failed_path, (None, None)) if isinstance(failed_path, str) else (None, None)
+        changes.pop(change, None)
+        first, newline, rest = str(err).partition("\n")
+        where = f" (path from pillar {key})" if key else ""
+        return _failed(ret, f"Configuring the NVIDIA container toolkit failed: {first}{where}{newline}{rest}", changes)
 
     note = f" ({'; '.join(notes)})" if notes else ""
     return _finish(ret, changes, "NVIDIA container toolkit", f"NVIDIA container toolkit is ready, mode {effective}",

@@ -10,12 +10,13 @@ its ``utils`` directories on ``sys.path`` while it loads them (``file_roots`` +
 Nothing here calls ``__salt__``: a command runner is passed in where one is needed.
 """
 
+import contextlib
 import glob
 import os
 import re
 import tempfile
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # ---------------------------------------------------------------------------
 # Paths on the node
@@ -30,6 +31,14 @@ OCI_HOOK_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 # /var/run/cdi wins over one in /etc/cdi for the same kind).
 CDI_SPEC_PATH = "/etc/cdi/nvidia.yaml"
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
+CDI_SPEC_SUFFIXES = (".yaml", ".json")
+# The directories Podman (containers-common) reads OCI hooks from, *.json only; the
+# files directly in them, not in subdirectories.
+OCI_HOOK_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
+OCI_HOOK_SUFFIX = ".json"
+# Where modprobe reads the administrator's configuration (*.conf directly in it).
+MODPROBE_DIRS = ("/etc/modprobe.d",)
+MODPROBE_SUFFIX = ".conf"
 CDI_KIND = "nvidia.com/gpu"
 TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 NO_CGROUPS_KEY = "nvidia-container-cli.no-cgroups"
@@ -47,8 +56,12 @@ SYS_DRIVER_VERSION = "/sys/module/nvidia/version"
 PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"
 # The versioned libcuda the driver package installs: the installed driver's version.
 DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
+# The initramfs of a kernel release, where dracut writes it on RHEL.
+INITRAMFS_IMAGE = "/boot/initramfs-{}.img"
 
 DEFAULT_IMAGE = "docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1"
+# Podman's --pull policies.
+PULL_POLICIES = ("always", "missing", "never", "newer")
 
 # ---------------------------------------------------------------------------
 # How a container gets the GPU
@@ -96,21 +109,67 @@ def read_file(path):
         return None
 
 
+# The prefix of the temporary files (and directories) nvgpu writes beside a target
+# before renaming them into place.
+TEMP_PREFIX = ".nvgpu-"
+
+
+def require_absolute(path, what="path"):
+    """
+    ``path`` when it is absolute, else SaltInvocationError: a relative path would be
+    resolved against the minion's working directory (root's home, or /), never the
+    directory the tool reads, and leave files there.
+    """
+    if not isinstance(path, str) or not os.path.isabs(path):
+        err = SaltInvocationError(f"{what} must be an absolute path, not {path!r}")
+        err.path = path
+        raise err
+    return path
+
+
+def os_error(action, path, err):
+    """
+    CommandExecutionError of one line for an OSError met while ``action`` (write,
+    remove, ...) ``path``: "cannot write /etc/cdi/nvidia.yaml: Read-only file system".
+    The file the OS named is added when it is another one than ``path`` (a parent
+    directory that could not be created), never a temporary file's name. The error's
+    ``path`` attribute is ``path``, for a state to name the setting it came from.
+    """
+    where = str(err.filename) if err.filename else ""
+    detail = ""
+    if where and where != path and f"/{TEMP_PREFIX}" not in where:
+        detail = f" (at {where})"
+    error = CommandExecutionError(f"cannot {action} {path}: {err.strerror or err}{detail}")
+    error.path = path
+    return error
+
+
 def atomic_write(path, data, mode=0o644):
-    """Write ``data`` to ``path`` through a temporary file in the same directory, so a
-    reader sees the old file or the new one, never half of one."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nvgpu-")
+    """
+    Write ``data`` to the absolute ``path`` through a temporary file in the same
+    directory, so a reader sees the old file or the new one, never half of one; the
+    temporary file is gone whatever happens. An OS error (read-only file system, disk
+    full, ...) is a CommandExecutionError of one line naming ``path``.
+    """
+    require_absolute(path)
+    directory = os.path.dirname(path)
+    tmp = None
     try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as err:
+        raise os_error("write", path, err) from err
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------
@@ -130,9 +189,12 @@ def command_error(what, argv, ret, fix=None, diagnosis=None):
         message += f"\nLikely cause: {diagnosis['cause']}\nFix: {diagnosis['fix']}"
     elif fix:
         message += f"\nFix: {fix}"
-    info = {"command": list(argv), "retcode": ret.get("retcode"), "stdout": ret.get("stdout", ""),
-            "stderr": ret.get("stderr", ""), "diagnosis": diagnosis}
-    return CommandExecutionError(message, info=info)
+    err = CommandExecutionError(message)
+    # Not through the constructor: Salt then appends a dump of ``info`` to the error's
+    # text, which states show as their comment. As an attribute the text stays the message.
+    err.info = {"command": list(argv), "retcode": ret.get("retcode"), "stdout": ret.get("stdout", ""),
+                "stderr": ret.get("stderr", ""), "diagnosis": diagnosis}
+    return err
 
 
 def run_checked(run_all, argv, what, fix=None, diagnosis=None):
@@ -242,11 +304,18 @@ def parse_podman_version(text):
 
 def cdi_spec_driver_version(spec):
     """The driver a CDI spec was generated for: the versioned libcuda it mounts."""
-    edits = [spec.get("containerEdits") or {}]
-    edits += [(d or {}).get("containerEdits") or {} for d in spec.get("devices") or []]
+    # A hand-edited spec may have any shape: what is not a mapping or a list holds nothing.
+    def mapping(value):
+        return value if isinstance(value, dict) else {}
+
+    def items(value):
+        return value if isinstance(value, list) else []
+
+    edits = [mapping(spec.get("containerEdits"))]
+    edits += [mapping(mapping(device).get("containerEdits")) for device in items(spec.get("devices"))]
     for edit in edits:
-        for mount in edit.get("mounts") or []:
-            version = libcuda_version((mount or {}).get("hostPath", ""))
+        for mount in items(edit.get("mounts")):
+            version = libcuda_version(mapping(mount).get("hostPath", ""))
             if version:
                 return version
     return None
@@ -272,6 +341,6 @@ def parse_subids(text):
     entries = []
     for line in (text or "").splitlines():
         parts = line.strip().split(":")
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        if len(parts) == 3 and re.fullmatch("[0-9]+", parts[1]) and re.fullmatch("[0-9]+", parts[2]):
             entries.append((parts[0], int(parts[1]), int(parts[2])))
     return entries

@@ -1,5 +1,6 @@
 {#- Stage 1: kernel headers, CUDA repo, driver stream, cuda, nouveau out, modules in. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
 # DKMS builds the driver against the running kernel: its devel and headers must match it.
 gpu-kernel-devel-headers-installed:
@@ -17,6 +18,13 @@ gpu-cuda-repo:
     - gpgcheck: {{ gpu.repos.cuda.gpgcheck }}
     - repo_gpgcheck: {{ gpu.repos.cuda.repo_gpgcheck }}
     - gpgkey: {{ gpu.repos.cuda.gpgkey }}
+{%- if gpu.repos.unsigned_notice %}
+
+# gpu:repos:allow_unsigned: every run says which signature checks pillar left off.
+gpu-repos-unsigned-allowed:
+  test.show_notification:
+    - text: {{ gpu.repos.unsigned_notice | yaml_dquote }}
+{%- endif %}
 
 gpu-driver-stream:
   dnf_module.installed:
@@ -51,13 +59,16 @@ gpu-nouveau-blacklisted:
         blacklist nouveau
         options nouveau modeset=0
 
-# An argument list, no shell: nothing from pillar is ever interpreted.
+# The initramfs must carry the blacklist too. The state looks into the image itself
+# (lsinitrd), so a rebuild that failed is retried on the next run. The command is an
+# argument list, run without a shell: nothing from pillar is ever interpreted.
 gpu-initramfs-rebuilt:
-  module.run:
-    - cmd.run_all:
-      - cmd: {{ (gpu.driver.initramfs_cmd + [grains["kernelrelease"]]) | json }}
-      - python_shell: false
-    - onchanges:
+  nvgpu.initramfs_current:
+    - name: {{ grains["kernelrelease"] }}
+    - required_files:
+      - {{ gpu.driver.nouveau_blacklist_file }}
+    - cmd: {{ gpu.driver.initramfs_cmd | json }}
+    - require:
       - file: gpu-nouveau-blacklisted
 
 gpu-nouveau-unloaded:

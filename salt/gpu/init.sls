@@ -1,4 +1,6 @@
-# The whole GPU node, stage by stage as the guide does it by hand.
+{#- The whole GPU node, stage by stage as the guide does it by hand. -#}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 include:
   - gpu.driver
   - gpu.runtime

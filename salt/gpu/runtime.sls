@@ -1,5 +1,6 @@
 {#- Stage 2: Podman, as a package or (RHEL 8, by pillar) the container-tools stream. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
 {%- if gpu.runtime.container_tools %}
 

@@ -1,5 +1,6 @@
 {#- Stage 4: SELinux policy for nvidia_container_t and correct labels on the GPU files. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
 include:
   - gpu.toolkit

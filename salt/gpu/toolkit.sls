@@ -1,5 +1,6 @@
 {#- Stage 3: NVIDIA container toolkit: repo, package, OCI hook or CDI spec, rootless config. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
 include:
   - gpu.driver

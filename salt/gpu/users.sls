@@ -1,5 +1,6 @@
 {#- Stage 5: rootless users: account and subordinate uid/gid ranges for rootless Podman. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 {%- for user in gpu.rootless_users %}
 {%-   if user.get("gid") is not none %}
 

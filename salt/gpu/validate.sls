@@ -1,5 +1,6 @@
 {#- Stage 6: the vector add in a container, as root and then as every rootless user. -#}
-{%- from "gpu/map.jinja" import gpu with context %}
+{%- from "gpu/map.jinja" import gpu, rejected with context %}
+{%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
 include:
   - gpu.toolkit

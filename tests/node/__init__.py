@@ -20,7 +20,7 @@ from .assets import HOME, KERNEL_RELEASE, Assets, build_assets, site_pillar  # n
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ENTER = HERE / "enter"
-LAYERS = ("etc", "usr", "var", "home", "root")
+LAYERS = ("etc", "usr", "var", "home", "root", "boot")
 SALT_CALL = Path(sys.executable).parent / "salt-call"
 # The character devices a minimal /dev needs (runc and Podman use them).
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
@@ -192,7 +192,7 @@ def _repo_file(assets, name):
         baseurl={assets.repo_url(name)}
         enabled=1
         gpgcheck=1
-        gpgkey=file://{assets.gpgkey}
+        gpgkey=file://{assets.os_gpgkey if name == "baseos" else assets.gpgkey}
         """)
 
 
@@ -249,6 +249,8 @@ def _build_golden(assets, golden):
         os.mknod(golden / whiteout, stat.S_IFCHR, os.makedev(0, 0))
     node = Node(golden, assets)
     node.run(["dnf", "-y", "-q", "--releasever=8", "install", "redhat-release", "bash", "kmod", "dracut"], check=True)
+    # The installed kernel's initramfs, as its package's scriptlet builds it: no blacklist yet.
+    node.run(["dracut", "-f", "--kver", KERNEL_RELEASE], check=True)
     shutil.rmtree(golden / "tmp")
     (golden / "tmp").mkdir(mode=0o1777)
     (golden / "tmp").chmod(0o1777)

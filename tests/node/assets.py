@@ -37,7 +37,10 @@ TOOLKIT_VERSION = "1.17.8"
 PODMAN_VERSION = "4.3.1"
 REGISTRY = "127.0.0.1:5000"
 IMAGE = "localhost:5000/nvgpu/cuda-vector-add:v0.1"
+# Two signers, as on a real node: the OS vendor's key signs baseos, NVIDIA's key signs the
+# cuda and toolkit repos (the formula configures those, so a wrong key there is a real fault).
 GPG_NAME = "nvgpu test repositories <repo@nvgpu.invalid>"
+OS_GPG_NAME = "nvgpu test OS repositories <os@nvgpu.invalid>"
 # One script for every stand-in tool: the name a package installs it under picks the tool.
 STANDIN = HERE / "standins" / "nvstandin"
 
@@ -49,6 +52,7 @@ class Assets:
         self.root = Path(root)
         self.repos = self.root / "repos"
         self.gpgkey = self.root / "RPM-GPG-KEY-nvgpu-test"
+        self.os_gpgkey = self.root / "RPM-GPG-KEY-nvgpu-test-os"
         self.registry = HOME / "registry"
         self.image = IMAGE
         self.policy = self.root / "nvidia-container.pp"
@@ -103,10 +107,10 @@ def _make_gpg_key(assets):
     gnupg = assets.root / "gnupg"
     gnupg.mkdir(mode=0o700)
     env = dict(os.environ, GNUPGHOME=str(gnupg))
-    run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
-         GPG_NAME, "rsa2048", "sign", "never"], env=env)
-    key = run(["gpg", "--armor", "--export", GPG_NAME], env=env).stdout
-    assets.gpgkey.write_text(key)
+    for name, path in ((GPG_NAME, assets.gpgkey), (OS_GPG_NAME, assets.os_gpgkey)):
+        run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+             name, "rsa2048", "sign", "never"], env=env)
+        path.write_text(run(["gpg", "--armor", "--export", name], env=env).stdout)
     return gnupg
 
 
@@ -238,7 +242,8 @@ def _base_packages():
         Package("kmod", "25", "20.el8", files={"/usr/sbin/modprobe": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
         Package("bash", "4.4.20", "4.el8_6", provides=["/bin/sh", "/bin/bash"]),
-        Package("dracut", "049", "228.git20230802.el8", files={"/usr/bin/dracut": STANDIN}),
+        Package("dracut", "049", "228.git20230802.el8", files={"/usr/bin/dracut": STANDIN,
+                                                                 "/usr/bin/lsinitrd": STANDIN}),
     ]
     podman = Package("podman", PODMAN_VERSION, "1.module+el8.9.0", epoch="3", files={
         "/usr/bin/podman": "#!/bin/sh\n# The machine's real Podman (see tests/node/enter).\n"
@@ -314,7 +319,8 @@ def _build_repos(assets, gnupg):
         for package in packages:
             package.build(work, outdir)
         rpms = sorted(str(p) for p in outdir.rglob("*.rpm"))
-        run(["rpmsign", "--addsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_name {GPG_NAME}",
+        signer = OS_GPG_NAME if name == "baseos" else GPG_NAME
+        run(["rpmsign", "--addsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_name {signer}",
              "--define", "_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback --passphrase ''", *rpms],
             env=dict(os.environ, GNUPGHOME=str(gnupg)))
         run(["createrepo_c", "--quiet", str(outdir)])
@@ -323,7 +329,7 @@ def _build_repos(assets, gnupg):
             modules_file.write_text(modules[name])
             run(["modifyrepo_c", "--mdtype=modules", str(modules_file), str(outdir / "repodata")])
         # Signed metadata too, so that repo_gpgcheck=1 (NVIDIA's repos use it) is checked for real.
-        run(["gpg", "--batch", "--yes", "--detach-sign", "--armor", "--local-user", GPG_NAME,
+        run(["gpg", "--batch", "--yes", "--detach-sign", "--armor", "--local-user", signer,
              str(outdir / "repodata" / "repomd.xml")], env=dict(os.environ, GNUPGHOME=str(gnupg)))
     shutil.rmtree(work)
 

@@ -29,6 +29,7 @@ ACTIONS = frozenset(
         "nvgpu_toolkit.write_oci_hook",
         "nvgpu_toolkit.remove_oci_hook",
         "nvgpu_toolkit.cdi_generate",
+        "nvgpu_initramfs.rebuild",
         "nvgpu_selinux.install_policy",
         "nvgpu_selinux.relabel",
         "nvgpu_rootless.set_subids",

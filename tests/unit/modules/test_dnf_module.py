@@ -125,3 +125,73 @@ class TestSwitchTo:
         with pytest.raises(CommandExecutionError, match="not possible to switch"):
             dnf_module.switch_to("nvidia-driver", "latest-dkms")
         assert len(run_all.argvs) == 1
+
+
+# dnf's output when rpm could not unpack one package of `dnf module switch-to` (on the
+# simulated node: a directory where nvidia-driver's firmware file goes).
+HALF_DONE_STDOUT = (
+    "Running transaction\n"
+    "  Downgrading      : nvidia-driver-3:550.127.08-1.el8.x86_64               2/12\n"
+    "error: unpacking of archive failed on file /usr/lib/firmware/nvidia/550.127.08/gsp_ga10x.bin;6b0bd4ba: "
+    "cpio: File from package already exists as a directory in system\n"
+    "error: nvidia-driver-3:550.127.08-1.el8.x86_64: install failed\n"
+    "  Downgrading      : nvidia-driver-cuda-3:550.127.08-1.el8.x86_64          4/12\n"
+)
+HALF_DONE_STDERR = "Error unpacking rpm package nvidia-driver-3:550.127.08-1.el8.x86_64\nError: Transaction failed"
+
+
+def test_a_transaction_that_fails_half_way_leads_with_rpms_own_errors(dnf_module, run_all):
+    run_all.on("dnf", retcode=1, stdout=HALF_DONE_STDOUT, stderr=HALF_DONE_STDERR)
+    with pytest.raises(CommandExecutionError) as err:
+        dnf_module.switch_to("nvidia-driver", "550-dkms", profile="default")
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("switching module nvidia-driver to nvidia-driver:550-dkms/default failed (")
+    assert "error: unpacking of archive failed on file /usr/lib/firmware/nvidia/550.127.08/gsp_ga10x.bin" in first
+    assert "Error: Transaction failed" in str(err.value)
+    assert "Additional info" not in str(err.value)
+    assert err.value.info["stderr"] == HALF_DONE_STDERR
+    assert err.value.info["stdout"] == HALF_DONE_STDOUT
+
+
+CHECK_OUTPUT = """\
+kmod-nvidia-latest-dkms-3:550.127.08-1.el8.x86_64 has missing requires of nvidia-driver = 3:550.127.08-1.el8
+nvidia-driver-3:580.105.08-1.el8.x86_64 has missing requires of nvidia-driver-cuda-libs = 3:580.105.08-1.el8
+python3-foo-1.0-1.el8.noarch has missing requires of python3-bar
+"""
+REPOQUERY = """\
+kmod-nvidia-latest-dkms-3:550.127.08-1.el8.x86_64
+nvidia-driver-3:550.127.08-1.el8.x86_64
+nvidia-driver-cuda-libs-3:550.127.08-1.el8.x86_64
+"""
+
+
+class TestProblems:
+    def test_none_runs_only_dnf_check(self, dnf_module, run_all):
+        run_all.on("dnf", "-q", "check")
+        assert dnf_module.problems("nvidia-driver", "550-dkms") == []
+        assert run_all.argvs == [["dnf", "-q", "check"]]
+
+    def test_only_the_streams_packages_count(self, dnf_module, run_all):
+        run_all.on("dnf", "-q", "check", retcode=1, stdout=CHECK_OUTPUT, stderr="Error: Check discovered 3 problem(s)")
+        run_all.on("dnf", "-y", "--setopt=module_platform_id=platform:el8", "-q", "module", "repoquery",
+                   stdout=REPOQUERY)
+        found = dnf_module.problems("nvidia-driver", "550-dkms", platform="platform:el8")
+        assert found == CHECK_OUTPUT.splitlines()[:2]
+        assert run_all.argvs[1][-2:] == ["repoquery", "nvidia-driver:550-dkms"]
+
+    def test_other_packages_problems_are_not_this_modules(self, dnf_module, run_all):
+        run_all.on("dnf", "-q", "check", retcode=1, stdout=CHECK_OUTPUT.splitlines()[2] + "\n")
+        run_all.on("dnf", "-y", "-q", "module", "repoquery", stdout=REPOQUERY)
+        assert dnf_module.problems("nvidia-driver", "550-dkms") == []
+
+    def test_dnf_check_that_cannot_run_raises(self, dnf_module, run_all):
+        run_all.on("dnf", "-q", "check", retcode=1, stderr="Error: rpmdb open failed")
+        with pytest.raises(CommandExecutionError, match="rpmdb open failed"):
+            dnf_module.problems("nvidia-driver", "550-dkms")
+
+
+def test_stream_packages(dnf_module, run_all):
+    run_all.on("dnf", stdout=REPOQUERY)
+    assert dnf_module.stream_packages("nvidia-driver", "550-dkms") == [
+        "kmod-nvidia-latest-dkms", "nvidia-driver", "nvidia-driver-cuda-libs"]
+    assert run_all.argvs == [["dnf", "-y", "-q", "module", "repoquery", "nvidia-driver:550-dkms"]]

@@ -4,11 +4,12 @@ hook file and the CDI spec, on real files in a temporary tree; ``nvidia-ctk`` is
 ``cmd.run_all``, which writes what the real tool would.
 """
 
+import errno
 import json
 import os
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.nvidia import NVIDIA_HOOK
 from tests.unit.fakes import FakeSalt
@@ -246,3 +247,73 @@ class TestCdiSpec:
         run_all.on("nvidia-ctk", "cdi", "generate", effect=generate)
         toolkit.cdi_generate()
         assert host.path("/etc/cdi/nvidia.yaml").read_text() == SPEC
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("call", [
+    lambda tk: tk.cdi_generate("nvidia.yaml"),
+    lambda tk: tk.cdi_generate("cdi/nvidia.yaml"),
+    lambda tk: tk.write_oci_hook("oci-nvidia-hook.json"),
+    lambda tk: tk.remove_oci_hook("oci-nvidia-hook.json"),
+])
+def test_relative_paths_are_refused_before_anything_is_written(toolkit, tmp_path, monkeypatch, run_all, call):
+    home = tmp_path / "root"
+    home.mkdir()
+    monkeypatch.chdir(home)
+    with pytest.raises(SaltInvocationError, match="must be an absolute path"):
+        call(toolkit)
+    assert os.listdir(home) == []
+    assert run_all.calls == []
+
+
+def test_cdi_generate_into_a_directory_that_cannot_be_made_names_the_spec(toolkit, tmp_path, run_all):
+    (tmp_path / "srv").write_text("a file where the spec's parent should be\n")
+    path = tmp_path / "srv" / "cdi" / "nvidia.yaml"
+    with pytest.raises(CommandExecutionError) as err:
+        toolkit.cdi_generate(str(path))
+    assert str(err.value) == f"cannot write {path}: Not a directory (at {tmp_path / 'srv' / 'cdi'})"
+    assert err.value.path == str(path)
+    assert run_all.calls == []
+
+
+def test_cdi_generate_disk_full_leaves_no_temp_and_names_the_spec(toolkit, tmp_path, run_all):
+    cdi = tmp_path / "cdi"
+
+    def full(argv, kwargs):
+        out = argv[-1].split("=", 1)[1]
+        open(out, "w").close()  # nvidia-ctk created the file, then could not write it
+        return {"retcode": 1, "stderr": f'level=error msg="failed to save CDI spec: write {out}: no space left on device"'}
+
+    run_all.on("nvidia-ctk", "cdi", "generate", effect=full)
+    with pytest.raises(CommandExecutionError) as err:
+        toolkit.cdi_generate(str(cdi / "nvidia.yaml"))
+    assert str(err.value).startswith(f"generating the CDI spec {cdi / 'nvidia.yaml'} failed")
+    assert "no space left on device" in str(err.value).splitlines()[0]
+    assert err.value.path == str(cdi / "nvidia.yaml")
+    assert os.listdir(cdi) == []
+
+
+def test_cdi_generate_rename_failure_is_one_line(toolkit, tmp_path, run_all, monkeypatch):
+    cdi = tmp_path / "cdi"
+    run_all.on("nvidia-ctk", "cdi", "generate",
+               effect=lambda argv, kwargs: open(argv[-1].split("=", 1)[1], "w").write(SPEC) and None)
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), src)
+
+    monkeypatch.setattr(toolkit.os, "replace", read_only)
+    with pytest.raises(CommandExecutionError) as err:
+        toolkit.cdi_generate(str(cdi / "nvidia.yaml"))
+    assert str(err.value) == f"cannot write {cdi / 'nvidia.yaml'}: Read-only file system"
+    assert os.listdir(cdi) == []
+
+
+def test_remove_oci_hook_os_error_names_the_hook(toolkit, tmp_path):
+    path = tmp_path / "oci-nvidia-hook.json"
+    path.mkdir()
+    with pytest.raises(CommandExecutionError) as err:
+        toolkit.remove_oci_hook(str(path))
+    assert str(err.value).startswith(f"cannot remove {path}: ")
+    assert err.value.path == str(path)

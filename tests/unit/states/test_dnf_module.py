@@ -46,13 +46,16 @@ def test_virtual(st, mods):
 class TestAlreadyInstalled:
     def test_with_the_profile(self, st, mods):
         mods.set("dnf_module.info", stream("latest-dkms", ["default"], "enabled"))
+        mods.set("dnf_module.problems", [])
         ret = st.installed("nvidia-driver", "latest-dkms", profile="default")
         assert ret == {"name": "nvidia-driver", "result": True, "changes": {},
                        "comment": "Module stream nvidia-driver:latest-dkms/default is already installed"}
         assert mods.actions() == []
+        assert mods.called("dnf_module.problems") == [(("nvidia-driver", "latest-dkms"), {"platform": None})]
 
     def test_any_profile_counts_without_one_asked(self, st, mods):
         mods.set("dnf_module.info", stream("latest-dkms", ["fm"], "enabled"))
+        mods.set("dnf_module.problems", [])
         ret = st.installed("nvidia-driver", "latest-dkms")
         assert ret["result"] is True and ret["changes"] == {}
         assert mods.actions() == []
@@ -114,6 +117,7 @@ class TestInstall:
 
 def test_numeric_stream_of_a_converged_node(st, mods):
     mods.set("dnf_module.info", stream("550", ["default"], "enabled"))
+    mods.set("dnf_module.problems", [])
     mods.set("dnf_module.switch_to", stream("550", ["default"], "enabled"))
     ret = st.installed("nvidia-driver", 550, profile="default")
     assert ret["result"] is True and ret["changes"] == {}
@@ -143,6 +147,47 @@ class TestSwitch:
         assert ret["changes"]["stream"] == {"old": "550-dkms", "new": "latest-dkms"}
         assert "would be switched" in ret["comment"]
         assert mods.actions() == []
+
+
+# What `dnf check` said after `dnf module switch-to nvidia-driver:550-dkms` failed to
+# unpack nvidia-driver 550 (a directory where its firmware file goes) on the node.
+HALF_SWITCHED = [
+    "kmod-nvidia-latest-dkms-3:550.127.08-1.el8.x86_64 has missing requires of nvidia-driver = 3:550.127.08-1.el8",
+    "nvidia-driver-3:580.105.08-1.el8.x86_64 has missing requires of nvidia-driver-cuda-libs = 3:580.105.08-1.el8",
+]
+
+
+class TestRepair:
+    def test_recorded_stream_with_broken_packages_is_synced(self, st, mods):
+        mods.set("dnf_module.info", stream("550-dkms", ["default"], "enabled"))
+        mods.set("dnf_module.problems", HALF_SWITCHED, [])
+        mods.set("dnf_module.switch_to", {})
+        ret = st.installed("nvidia-driver", "550-dkms", profile="default", platform="platform:el8")
+        assert ret["result"] is True
+        assert ret["changes"] == {"repaired": HALF_SWITCHED}
+        assert ret["comment"].startswith("Module stream nvidia-driver:550-dkms/default was repaired")
+        assert mods.actions() == ["dnf_module.switch_to"]
+        assert mods.called("dnf_module.switch_to") == [
+            (("nvidia-driver", "550-dkms"), {"profile": "default", "platform": "platform:el8"})]
+
+    def test_repair_test_mode(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("dnf_module.info", stream("550-dkms", ["default"], "enabled"))
+        mods.set("dnf_module.problems", HALF_SWITCHED)
+        ret = st.installed("nvidia-driver", "550-dkms", profile="default")
+        assert ret["result"] is None
+        assert ret["changes"] == {"repaired": HALF_SWITCHED}
+        assert "would be repaired" in ret["comment"]
+        assert mods.actions() == []
+
+    def test_repair_that_leaves_problems_fails_naming_them(self, st, mods):
+        mods.set("dnf_module.info", stream("550-dkms", ["default"], "enabled"))
+        mods.set("dnf_module.problems", HALF_SWITCHED, HALF_SWITCHED[:1])
+        mods.set("dnf_module.switch_to", {})
+        ret = st.installed("nvidia-driver", "550-dkms", profile="default")
+        assert ret["result"] is False
+        assert HALF_SWITCHED[0] in ret["comment"]
+        assert "dnf distro-sync" in ret["comment"]
 
 
 class TestReset:

@@ -18,7 +18,7 @@ from tests.unit.fakes import ACTIONS, FakeSalt
 from tests.unit.loader import load, real
 
 STATES = load("_states/nvgpu.py")
-EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
+EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless", "nvgpu_initramfs")
 OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
           "file.remove": salt.modules.file.remove}
 
@@ -213,6 +213,78 @@ def test_module_stream_is_dnf_module_installed(st, states):
     assert st.module_stream("nvidia-driver", "latest-dkms", profile="default", platform="platform:el8") == answer
     assert states.called("dnf_module.installed") == [
         (("nvidia-driver", "latest-dkms"), {"profile": "default", "platform": "platform:el8"})]
+
+
+# ---------------------------------------------------------------------------- initramfs_current
+
+BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
+KVER = "4.18.0-513.24.1.el8_9.x86_64"
+IMAGE = f"/boot/initramfs-{KVER}.img"
+STALE = {BLACKLIST: f"not in {IMAGE}"}
+
+
+@pytest.fixture
+def initramfs(mods):
+    mods.set("nvgpu_initramfs.image", IMAGE)
+    mods.set("nvgpu_initramfs.rebuild", IMAGE)
+    return mods
+
+
+class TestInitramfsCurrent:
+    def test_carrying_the_files_runs_nothing(self, st, initramfs):
+        initramfs.set("nvgpu_initramfs.stale_files", {})
+        ret = st.initramfs_current(KVER, [BLACKLIST])
+        assert ret == {"name": KVER, "result": True, "changes": {},
+                       "comment": f"The initramfs of {KVER} carries {BLACKLIST}"}
+        assert initramfs.called("nvgpu_initramfs.stale_files") == [(([BLACKLIST],), {"kernel": KVER})]
+        assert initramfs.actions() == []
+
+    def test_test_mode_says_why_and_runs_nothing(self, st, initramfs, opts):
+        opts["test"] = True
+        initramfs.set("nvgpu_initramfs.stale_files", STALE)
+        ret = st.initramfs_current(KVER, BLACKLIST)
+        assert ret["result"] is None
+        assert ret["changes"] == {"rebuilt": IMAGE, "stale": STALE}
+        assert ret["comment"] == f"The initramfs {IMAGE} would be rebuilt ({BLACKLIST}: not in {IMAGE})"
+        assert initramfs.actions() == []
+
+    def test_stale_is_rebuilt_with_the_command_and_checked_again(self, st, initramfs):
+        initramfs.set("nvgpu_initramfs.stale_files", STALE, {})
+        ret = st.initramfs_current(KVER, [BLACKLIST], cmd=["dracut", "-f", "--kver"])
+        assert ret["result"] is True
+        assert ret["changes"] == {"rebuilt": IMAGE, "stale": STALE}
+        assert ret["comment"] == f"Rebuilt the initramfs {IMAGE} ({BLACKLIST}: not in {IMAGE})"
+        assert initramfs.called("nvgpu_initramfs.rebuild") == [((KVER,), {"cmd": ["dracut", "-f", "--kver"]})]
+        assert len(initramfs.called("nvgpu_initramfs.stale_files")) == 2
+
+    def test_a_failed_rebuild_has_dracuts_words_and_no_change_so_the_next_run_retries(self, st, initramfs):
+        initramfs.set("nvgpu_initramfs.stale_files", STALE)
+        said = f"rebuilding the initramfs {IMAGE} failed (`dracut -f --kver {KVER}` exited 1): dracut: No permission"
+        initramfs.set("nvgpu_initramfs.rebuild", CommandExecutionError(said + "\nFix: free space in /boot"))
+        ret = st.initramfs_current(KVER, [BLACKLIST])
+        assert ret["result"] is False and ret["changes"] == {}
+        assert ret["comment"].splitlines() == [said, "Fix: free space in /boot",
+                                               f"Why a rebuild: {BLACKLIST}: not in {IMAGE}"]
+
+    def test_rebuilt_but_still_stale_fails(self, st, initramfs):
+        initramfs.set("nvgpu_initramfs.stale_files", STALE)
+        ret = st.initramfs_current(KVER, [BLACKLIST])
+        assert ret["result"] is False
+        assert f"dracut -f --kver {KVER} exited 0 but the initramfs still does not carry {BLACKLIST}" in ret["comment"]
+        assert f"lsinitrd {IMAGE}" in ret["comment"]
+
+    def test_a_check_that_cannot_run_fails_without_rebuilding(self, st, initramfs):
+        initramfs.set("nvgpu_initramfs.stale_files", SaltInvocationError("a file the initramfs must carry must be "
+                                                                         "an absolute path, not 'x'"))
+        ret = st.initramfs_current(KVER, ["x"])
+        assert ret["result"] is False and "absolute path" in ret["comment"]
+        assert initramfs.actions() == []
+
+    @pytest.mark.parametrize("cmd", ["dracut -f --kver", [], None])
+    def test_a_command_that_is_no_argument_list_fails_naming_the_pillar_key(self, st, initramfs, cmd):
+        ret = st.initramfs_current(KVER, [BLACKLIST], cmd=cmd)
+        assert ret["result"] is False and "gpu:driver:initramfs_cmd" in ret["comment"]
+        assert initramfs.names() == []
 
 
 # ---------------------------------------------------------------------------- container_toolkit
@@ -418,6 +490,42 @@ class TestContainerToolkit:
         assert ret["result"] is False
         assert ret["comment"] == (
             "Configuring the NVIDIA container toolkit failed: generating the CDI spec failed: nvml error")
+
+    @pytest.mark.parametrize("mode, function, path, key, change", [
+        ("cdi", "nvgpu_toolkit.cdi_generate", CDI_PATH, "gpu:toolkit:cdi_path", "cdi_spec"),
+        ("hook", "nvgpu_toolkit.write_oci_hook", HOOK_PATH, "gpu:toolkit:hook_path", "oci_hook"),
+    ])
+    def test_a_file_that_cannot_be_written_names_its_pillar_key_and_is_no_change(
+        self, st, toolkit, mode, function, path, key, change
+    ):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        err = nvgpu_node.os_error("write", path, OSError(30, "Read-only file system", path))
+        toolkit.set(function, err)
+        ret = st.container_toolkit("gpu", mode=mode)
+        assert ret["result"] is False
+        assert ret["comment"] == (f"Configuring the NVIDIA container toolkit failed: cannot write {path}: "
+                                  f"Read-only file system (path from pillar {key})")
+        assert change not in ret["changes"]
+
+    def test_the_pillar_key_goes_on_the_first_line(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        err = CommandExecutionError(f"generating the CDI spec {CDI_PATH} failed: no space left on device\nFix: free space")
+        err.path = CDI_PATH
+        toolkit.set("nvgpu_toolkit.cdi_generate", err)
+        first, fix = st.container_toolkit("gpu", mode="cdi")["comment"].splitlines()
+        assert first.endswith("no space left on device (path from pillar gpu:toolkit:cdi_path)")
+        assert fix == "Fix: free space"
+
+    def test_a_relative_path_is_refused_naming_its_pillar_key(self, st, toolkit):
+        toolkit.set("nvgpu_toolkit.cdi_spec", spec(exists=False))
+        try:
+            nvgpu_node.require_absolute("nvidia.yaml")
+        except SaltInvocationError as refused:
+            toolkit.set("nvgpu_toolkit.cdi_generate", refused)
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_path="nvidia.yaml")
+        assert ret["result"] is False and ret["changes"] == {}
+        assert ret["comment"] == ("Configuring the NVIDIA container toolkit failed: path must be an absolute path, "
+                                  "not 'nvidia.yaml' (path from pillar gpu:toolkit:cdi_path)")
 
     @pytest.mark.parametrize("current", [False, None, "true"])
     def test_rootless_sets_no_cgroups_unless_true(self, st, toolkit, current):

@@ -4,11 +4,12 @@ node's files (on real files in a temporary tree), the parsers of tools' output, 
 one way a failed command becomes an error.
 """
 
+import errno
 import os
 
 import nvgpu_node
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.unit.conftest import KERNEL
 from tests.unit.fakes import FakeRunAll
@@ -91,6 +92,52 @@ def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["hook.json"]
 
 
+def test_atomic_write_disk_full_is_one_line_naming_the_path_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "hook.json"
+    path.write_text("old\n")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(nvgpu_node.os, "fsync", no_space)
+    with pytest.raises(CommandExecutionError) as err:
+        nvgpu_node.atomic_write(str(path), "new\n")
+    assert str(err.value) == f"cannot write {path}: No space left on device"
+    assert err.value.path == str(path)
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["hook.json"]
+
+
+def test_atomic_write_names_the_directory_it_could_not_create(tmp_path):
+    (tmp_path / "etc").write_text("a file where a directory should be\n")
+    path = tmp_path / "etc" / "cdi" / "nvidia.yaml"
+    with pytest.raises(CommandExecutionError) as err:
+        nvgpu_node.atomic_write(str(path), "spec\n")
+    assert str(err.value) == f"cannot write {path}: Not a directory (at {tmp_path / 'etc' / 'cdi'})"
+    assert os.listdir(tmp_path) == ["etc"]
+
+
+@pytest.mark.parametrize("path", ["nvidia.yaml", "cdi/nvidia.yaml", "", None, ["/etc/cdi/nvidia.yaml"]])
+def test_atomic_write_refuses_a_relative_path_and_writes_nothing(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SaltInvocationError, match="must be an absolute path") as err:
+        nvgpu_node.atomic_write(path, "spec\n")
+    assert err.value.path == path
+    assert os.listdir(tmp_path) == []
+
+
+def test_os_error_never_names_a_temporary_file():
+    err = OSError(errno.EROFS, os.strerror(errno.EROFS), "/etc/cdi/.nvgpu-x1y2z3")
+    assert str(nvgpu_node.os_error("write", "/etc/cdi/nvidia.yaml", err)) == (
+        "cannot write /etc/cdi/nvidia.yaml: Read-only file system")
+    inside = OSError(errno.EROFS, os.strerror(errno.EROFS), "/etc/cdi/.nvgpu-x1y2z3/nvidia.yaml")
+    assert str(nvgpu_node.os_error("write", "/etc/cdi/nvidia.yaml", inside)) == (
+        "cannot write /etc/cdi/nvidia.yaml: Read-only file system")
+    same = OSError(errno.EISDIR, os.strerror(errno.EISDIR), "/etc/cdi/nvidia.yaml")
+    assert str(nvgpu_node.os_error("remove", "/etc/cdi/nvidia.yaml", same)) == (
+        "cannot remove /etc/cdi/nvidia.yaml: Is a directory")
+
+
 # ---------------------------------------------------------------------------- commands
 
 
@@ -124,6 +171,14 @@ def test_command_error_without_output():
     err = nvgpu_node.command_error("x", ["true"], {"retcode": 1})
     assert err.error == "x failed (`true` exited 1): no output"
     assert err.info["stdout"] == "" and err.info["stderr"] == ""
+
+
+def test_command_error_text_is_the_message_alone():
+    # What a state shows as its comment: Salt appends a dump of `info` when the
+    # constructor gets it ("Additional info follows: ..."), nvgpu keeps it an attribute.
+    err = nvgpu_node.command_error("x", ["dnf"], {"retcode": 1, "stdout": "long\noutput", "stderr": "Error: no"})
+    assert str(err) == err.error == "x failed (`dnf` exited 1): Error: no"
+    assert err.info["stdout"] == "long\noutput"
 
 
 def test_run_checked_runs_argv_without_shell_and_returns_the_result():

@@ -2,7 +2,7 @@
 Execution module for a kernel's initramfs: whether it carries files as they are on the
 host (``lsinitrd``), and its rebuild (``dracut``).
 
-The ``nvgpu.initramfs_current`` state checks and rebuilds through these: the nouveau
+The ``nvgpu_initramfs.carries`` state checks and rebuilds through these: the nouveau
 blacklist must be in the initramfs too, or nouveau claims the GPU at early boot.
 
 :depends: dracut (dracut, lsinitrd)

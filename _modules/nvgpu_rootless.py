@@ -63,6 +63,22 @@ def free_subid_start(count=65536, kind="subuid", minimum=100000):
     return start
 
 
+def overlaps(name, start, count=65536, kind="subuid"):
+    """
+    Return the ranges of OTHER users in ``/etc/subuid`` (``kind=subgid``: ``/etc/subgid``)
+    that ``start``..``start+count-1`` would overlap, as ``{"user", "start", "count"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.overlaps gpuuser 200000 65536
+    """
+    start, count = int(start), int(count)
+    return [{"user": n, "start": s, "count": c} for n, s, c in _entries(kind)
+            if n != name and s < start + count and start < s + c]
+
+
 def set_subids(name, start, count=65536, kind="subuid"):
     """
     Make ``start``..``start+count-1`` the only range of user ``name`` in ``/etc/subuid``

@@ -15,6 +15,7 @@ host runs no dnf transaction and reads no repository.
         - profile: default
 """
 
+import nvgpu_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "dnf_module"
@@ -52,7 +53,7 @@ def installed(name, stream, profile=None, platform=None):
         ``module_platform_id`` for dnf (e.g. ``platform:el8``), for hosts whose
         os-release does not name it. Default: dnf's own.
     """
-    ret = {"name": name, "result": True, "comment": "", "changes": {}}
+    ret = nvgpu_state.new(name)
     # dnf records streams as text; YAML reads `stream: 550` as a number.
     stream = str(stream)
     spec = f"{name}:{stream}" + (f"/{profile}" if profile else "")
@@ -90,8 +91,7 @@ def installed(name, stream, profile=None, platform=None):
             "install": f"Module stream {spec} {{}} installed",
         }[action]
         if __opts__["test"]:
-            ret.update(result=None, changes=changes, comment=what.format("would be"))
-            return ret
+            return nvgpu_state.pending(ret, changes, what.format("would be"))
 
         if action in ("switch", "repair"):
             __salt__["dnf_module.switch_to"](name, stream, profile=profile, platform=platform)
@@ -102,26 +102,22 @@ def installed(name, stream, profile=None, platform=None):
         after = __salt__["dnf_module.info"](name)
         left = __salt__["dnf_module.problems"](name, stream, platform=platform) if broken else []
     except (CommandExecutionError, SaltInvocationError) as err:
-        ret.update(result=False, comment=str(err))
-        return ret
+        return nvgpu_state.failed(ret, str(err))
 
     if left:
-        ret.update(
-            result=False,
-            comment=f"dnf module switch-to {spec} ran but dnf check still finds: {'; '.join(left)}. "
+        return nvgpu_state.failed(
+            ret,
+            f"dnf module switch-to {spec} ran but dnf check still finds: {'; '.join(left)}. "
             "Run `dnf check` and `dnf distro-sync` by hand.",
-            changes=changes,
+            changes,
         )
-        return ret
-
     if not _has_profile(after, stream, profile):
-        ret.update(
-            result=False,
-            comment=f"dnf reported success but /etc/dnf/modules.d/{name}.module says stream={after['stream']} "
+        return nvgpu_state.failed(
+            ret,
+            f"dnf reported success but /etc/dnf/modules.d/{name}.module says stream={after['stream']} "
             f"profiles={','.join(after['profiles'])} state={after['state']}, not {spec}. "
             f"Run `dnf module info {name}:{stream}` and `dnf module install {spec}` by hand.",
         )
-        return ret
     if "profiles" in changes:
         changes["profiles"]["new"] = after["profiles"]
     ret.update(changes=changes, comment=what.format("was"))

@@ -36,6 +36,7 @@ import os
 import urllib.parse
 
 import nvgpu_node
+import nvgpu_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "nvgpu"
@@ -45,34 +46,6 @@ def __virtual__():
     if "nvgpu.load_modules" not in __salt__:
         return (False, "the nvgpu execution module is not loaded (sync _modules or install saltext.nvgpu)")
     return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "result": True, "comment": "", "changes": {}}
-
-
-def _pending(ret, changes, comment):
-    ret.update(result=None, changes=changes, comment=comment)
-    return ret
-
-
-def _finish(ret, changes, subject, ready, note=""):
-    """The end of a state that collected ``changes``: ``ready`` when there are none, else
-    what would change (test=True) or what changed, by the names of the changes."""
-    if not changes:
-        ret["comment"] = ready + note
-    elif __opts__["test"]:
-        _pending(ret, changes, f"{subject} would change: {', '.join(changes)}{note}")
-    else:
-        ret.update(changes=changes, comment=f"{subject} changed: {', '.join(changes)}{note}")
-    return ret
-
-
-def _failed(ret, comment, changes=None):
-    ret.update(result=False, comment=comment)
-    if changes:
-        ret["changes"] = changes
-    return ret
 
 
 # ---------------------------------------------------------------------------
@@ -104,7 +77,7 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
           nvgpu.modules_loaded:
             - name: nvidia
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     wanted = ["nvidia", "nvidia_uvm"] if uvm else ["nvidia"]
     changes = {}
     try:
@@ -125,12 +98,12 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
         else:
             what = "kernel modules {} {{}} loaded".format(", ".join(missing))
         if __opts__["test"]:
-            return _pending(ret, changes, "The " + what.format("would be"))
+            return nvgpu_state.pending(ret, changes, "The " + what.format("would be"))
         if "driver_version" in changes:
             res = __salt__["nvgpu.reload_driver"](uvm=uvm)
             now = __salt__["nvgpu.driver_version"]()
             if now != changes["driver_version"]["new"]:
-                return _failed(
+                return nvgpu_state.failed(
                     ret,
                     f"Reloaded the NVIDIA modules but driver {now} is loaded, not the installed "
                     f"{changes['driver_version']['new']}: the module was not rebuilt for this kernel "
@@ -140,7 +113,7 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
         else:
             res = __salt__["nvgpu.load_modules"](uvm=uvm)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, f"Loading the NVIDIA kernel modules failed: {err}", changes)
+        return nvgpu_state.failed(ret, f"Loading the NVIDIA kernel modules failed: {err}", changes)
     changes["device_nodes"] = res["device_nodes"]
     ret.update(changes=changes, comment="The " + what.format("was" if "driver_version" in changes else "were"))
     return ret
@@ -160,20 +133,20 @@ def kernel_module_unloaded(name):
           nvgpu.kernel_module_unloaded:
             - name: nouveau
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     try:
         if not __salt__["nvgpu.kernel_module_loaded"](name):
             ret["comment"] = f"Kernel module {name} is not loaded"
             return ret
         changes = {"unloaded": [name]}
         if __opts__["test"]:
-            return _pending(ret, changes, f"Kernel module {name} would be unloaded")
+            return nvgpu_state.pending(ret, changes, f"Kernel module {name} would be unloaded")
         __salt__["nvgpu.unload_kernel_module"](name)
         still = __salt__["nvgpu.kernel_module_loaded"](name)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, str(err))
+        return nvgpu_state.failed(ret, str(err))
     if still:
-        return _failed(
+        return nvgpu_state.failed(
             ret,
             f"modprobe -r {name} exited 0 but /sys/module/{name} still exists: it is built into the "
             f"kernel or in use. Blacklist it (modprobe.d and rd.driver.blacklist={name}) and reboot.",
@@ -195,69 +168,6 @@ def module_stream(name, stream, profile=None, platform=None):
     profile installed), kept for existing SLS files.
     """
     return __states__["dnf_module.installed"](name, stream, profile=profile, platform=platform)
-
-
-def initramfs_current(name, required_files, cmd=("dracut", "-f", "--kver")):
-    """
-    Ensure the initramfs of kernel release ``name`` carries ``required_files`` as they
-    are on the host (the nouveau blacklist: without it nouveau claims the GPU at early
-    boot), rebuilding it only when it does not. The check reads the image itself
-    (``lsinitrd``), not whether a file changed in this run, so a rebuild that failed is
-    retried on the next run.
-
-    name
-        The kernel release, e.g. ``{{ grains["kernelrelease"] }}``.
-
-    required_files
-        Absolute paths on the host that the initramfs must carry.
-
-    cmd
-        The rebuild command as an argument list, run without a shell, the kernel
-        release appended. Default ``[dracut, -f, --kver]``.
-
-    .. code-block:: yaml
-
-        gpu-initramfs-current:
-          nvgpu.initramfs_current:
-            - name: {{ grains["kernelrelease"] }}
-            - required_files:
-              - /etc/modprobe.d/blacklist-nouveau.conf
-            - require:
-              - file: gpu-nouveau-blacklisted
-    """
-    ret = _ret(name)
-    if isinstance(required_files, str):
-        required_files = [required_files]
-    if isinstance(cmd, str) or not isinstance(cmd, (list, tuple)) or not cmd:
-        return _failed(ret, f"cmd must be an argument list such as [dracut, -f, --kver], not {cmd!r} "
-                            "(gpu:driver:initramfs_cmd)")
-    stale, why = {}, ""
-    try:
-        stale = __salt__["nvgpu_initramfs.stale_files"](required_files, kernel=name)
-        if not stale:
-            ret["comment"] = f"The initramfs of {name} carries {', '.join(required_files)}"
-            return ret
-        image = __salt__["nvgpu_initramfs.image"](name)
-        why = "; ".join(f"{path}: {reason}" for path, reason in stale.items())
-        changes = {"rebuilt": image, "stale": stale}
-        if __opts__["test"]:
-            return _pending(ret, changes, f"The initramfs {image} would be rebuilt ({why})")
-        __salt__["nvgpu_initramfs.rebuild"](name, cmd=list(cmd))
-        left = __salt__["nvgpu_initramfs.stale_files"](required_files, kernel=name)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        # Nothing counts as changed: the next run checks the image again and retries.
-        return _failed(ret, f"{err}\nWhy a rebuild: {why}" if why else str(err))
-    if left:
-        return _failed(
-            ret,
-            "{} {} exited 0 but the initramfs still does not carry {}. Check that dracut includes "
-            "/etc/modprobe.d (hostonly mode) and run `lsinitrd {}` by hand.".format(
-                " ".join(map(str, cmd)), name, "; ".join(f"{p} ({r})" for p, r in left.items()), image
-            ),
-            changes,
-        )
-    ret.update(changes=changes, comment=f"Rebuilt the initramfs {image} ({why})")
-    return ret
 
 
 # ---------------------------------------------------------------------------
@@ -323,9 +233,9 @@ def container_toolkit(
             - require:
               - pkg: gpu-toolkit-installed
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     if mode not in nvgpu_node.MODES:
-        return _failed(ret, f"mode must be one of {', '.join(nvgpu_node.MODES)}, not {mode!r}")
+        return nvgpu_state.failed(ret, f"mode must be one of {', '.join(nvgpu_node.MODES)}, not {mode!r}")
     test = __opts__["test"]
     changes = {}
     notes = []
@@ -338,7 +248,7 @@ def container_toolkit(
             if test:
                 notes.append("mode auto: decided once Podman is installed (cdi for Podman >= 4.1, else hook)")
             else:
-                return _failed(
+                return nvgpu_state.failed(
                     ret,
                     "mode=auto needs Podman's version, but podman is not installed. Install it first "
                     "(require the gpu.runtime states) or set gpu:toolkit:mode to hook or cdi.",
@@ -384,7 +294,7 @@ def container_toolkit(
                     }
                     left = _cdi_problem(new, driver)
                     if left:
-                        return _failed(
+                        return nvgpu_state.failed(
                             ret,
                             f"nvidia-ctk cdi generate wrote {cdi_path} but it is still {left}. Run "
                             "`nvidia-ctk cdi generate` by hand and check `nvidia-smi` for the loaded driver.",
@@ -399,7 +309,7 @@ def container_toolkit(
                 changes["no-cgroups"] = {"old": current, "new": True}
                 if not test:
                     if __salt__["nvgpu_toolkit.set_config"](nvgpu_node.NO_CGROUPS_KEY, True) is not True:
-                        return _failed(
+                        return nvgpu_state.failed(
                             ret,
                             f"nvidia-ctk config --set {nvgpu_node.NO_CGROUPS_KEY}=true ran but config.toml does not say "
                             "so. Check /etc/nvidia-container-runtime/config.toml by hand.",
@@ -414,11 +324,13 @@ def container_toolkit(
         changes.pop(change, None)
         first, newline, rest = str(err).partition("\n")
         where = f" (path from pillar {key})" if key else ""
-        return _failed(ret, f"Configuring the NVIDIA container toolkit failed: {first}{where}{newline}{rest}", changes)
+        return nvgpu_state.failed(
+            ret, f"Configuring the NVIDIA container toolkit failed: {first}{where}{newline}{rest}", changes
+        )
 
     note = f" ({'; '.join(notes)})" if notes else ""
-    return _finish(ret, changes, "NVIDIA container toolkit", f"NVIDIA container toolkit is ready, mode {effective}",
-                   note)
+    return nvgpu_state.finish(ret, changes, "NVIDIA container toolkit",
+                              f"NVIDIA container toolkit is ready, mode {effective}", test, note)
 
 
 # ---------------------------------------------------------------------------
@@ -500,11 +412,11 @@ def selinux_ready(
             - policy_source: https://raw.githubusercontent.com/NVIDIA/dgx-selinux/master/bin/RHEL8/nvidia-container.pp
             - source_hash: sha256=...
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     if not policy_source:
-        return _failed(ret, "policy_source is required (gpu:selinux:policy_source)")
+        return nvgpu_state.failed(ret, "policy_source is required (gpu:selinux:policy_source)")
     if _is_remote(policy_source) and not source_hash:
-        return _failed(
+        return nvgpu_state.failed(
             ret,
             f"policy_source {policy_source} is remote, so source_hash is required "
             "(gpu:selinux:policy_hash, e.g. sha256=<hex>): an unverified policy module would run as root.",
@@ -526,7 +438,7 @@ def selinux_ready(
                 path = _fetch_policy(policy_source, source_hash, saltenv)
                 __salt__["nvgpu_selinux.install_policy"](path)
                 if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
-                    return _failed(
+                    return nvgpu_state.failed(
                         ret,
                         f"semodule -i {path} succeeded but `semodule -l` does not list {module_name}: "
                         "the package holds another module name; set module_name to it.",
@@ -559,7 +471,7 @@ def selinux_ready(
                         __salt__["nvgpu_selinux.relabel"](wrong)
                         left = __salt__["nvgpu_selinux.relabel_needed"](wrong)
                         if left:
-                            return _failed(
+                            return nvgpu_state.failed(
                                 ret,
                                 "restorecon ran but these paths still have wrong labels: {}. Check "
                                 "`restorecon -n -v` on them and the file contexts (`semanage fcontext -l`)."
@@ -567,9 +479,10 @@ def selinux_ready(
                                 changes,
                             )
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, f"Preparing SELinux for GPU containers failed: {err}", changes)
+        return nvgpu_state.failed(ret, f"Preparing SELinux for GPU containers failed: {err}", changes)
 
-    return _finish(ret, changes, f"SELinux ({mode})", f"SELinux ({mode}) is ready: {module_name} installed, labels correct")
+    return nvgpu_state.finish(ret, changes, f"SELinux ({mode})",
+                              f"SELinux ({mode}) is ready: {module_name} installed, labels correct", test)
 
 
 # ---------------------------------------------------------------------------
@@ -597,7 +510,7 @@ def subids_present(name, start=None, count=65536):
             - name: gpuuser
             - count: 65536
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     changes = {}
     try:
         count = int(count)
@@ -611,16 +524,23 @@ def subids_present(name, start=None, count=65536):
                 if cur == [{"start": int(start), "count": count}]:
                     continue
                 new_start = int(start)
+                taken = __salt__["nvgpu_rootless.overlaps"](name, new_start, count, kind=kind)
+                if taken:
+                    return nvgpu_state.failed(ret, "{} range {}-{} of {} overlaps {}; choose another start "
+                                              "(gpu:rootless_users[].subuid_start)".format(
+                                                  kind, new_start, new_start + count - 1, name,
+                                                  ", ".join(f"{t['user']}'s {t['start']}-{t['start'] + t['count'] - 1}"
+                                                            for t in taken)), changes)
             changes[kind] = {"old": cur, "new": [{"start": new_start, "count": count}]}
             if not __opts__["test"]:
                 __salt__["nvgpu_rootless.set_subids"](name, new_start, count, kind=kind)
     except (CommandExecutionError, SaltInvocationError, OSError, ValueError) as err:
-        return _failed(ret, f"Setting subordinate id ranges of {name} failed: {err}", changes)
+        return nvgpu_state.failed(ret, f"Setting subordinate id ranges of {name} failed: {err}", changes)
     if not changes:
         ret["comment"] = f"User {name} has subuid and subgid ranges"
         return ret
     if __opts__["test"]:
-        return _pending(ret, changes, f"{', '.join(changes)} ranges of {name} would be set")
+        return nvgpu_state.pending(ret, changes, f"{', '.join(changes)} ranges of {name} would be set")
     ret.update(changes=changes, comment=f"Set {', '.join(changes)} ranges of {name}")
     return ret
 
@@ -655,7 +575,7 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
             - user: gpuuser
             - mode: cdi
     """
-    ret = _ret(name)
+    ret = nvgpu_state.new(name)
     who = f"as {user} (rootless)" if user else "as root"
     kwargs = {"user": user, "mode": mode, "timeout": timeout, "pull": pull}
     if image:
@@ -669,7 +589,7 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
     try:
         res = __salt__["nvgpu.run_vector_add"](**kwargs)
     except (CommandExecutionError, SaltInvocationError) as err:
-        return _failed(ret, f"The vector add could not run {who}: {err}")
+        return nvgpu_state.failed(ret, f"The vector add could not run {who}: {err}")
     if res["passed"]:
         ret["comment"] = "Vector add PASSED {} (mode {}, {} elements, {} blocks of {} threads, {} s)".format(
             who, res.get("mode", mode), res["elements"], res["blocks"], res["threads"], res["duration_s"]
@@ -678,7 +598,7 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
     diagnosis = res.get("diagnosis") or {}
     text = "{}\n{}".format(res.get("stderr") or "", res.get("stdout") or "").strip()
     output = "\n".join(text.splitlines()[-5:])
-    return _failed(
+    return nvgpu_state.failed(
         ret,
         "Vector add FAILED {} (mode {}, exit {}).\nCause: {}\nFix: {}\nCommand: {}\nOutput: {}".format(
             who,

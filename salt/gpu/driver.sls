@@ -62,8 +62,8 @@ gpu-nouveau-blacklisted:
 # The initramfs must carry the blacklist too. The state looks into the image itself
 # (lsinitrd), so a rebuild that failed is retried on the next run. The command is an
 # argument list, run without a shell: nothing from pillar is ever interpreted.
-gpu-initramfs-rebuilt:
-  nvgpu.initramfs_current:
+gpu-initramfs-carries-blacklist:
+  nvgpu_initramfs.carries:
     - name: {{ grains["kernelrelease"] }}
     - required_files:
       - {{ gpu.driver.nouveau_blacklist_file }}

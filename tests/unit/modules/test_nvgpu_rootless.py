@@ -85,6 +85,16 @@ class TestRead:
         assert rootless.free_subid_start(65536) == 290000
 
 
+class TestOverlaps:
+    def test_other_users_ranges_that_the_new_one_would_touch(self, rootless, host):
+        host.write("/etc/subuid", "alice:100000:65536\ncarol:231072:65536\ngpuuser:300000:65536\n")
+        assert rootless.overlaps("gpuuser", 165535, 2) == [{"user": "alice", "start": 100000, "count": 65536}]
+        assert rootless.overlaps("gpuuser", 165536, 65536) == []  # ends right before carol's
+        assert rootless.overlaps("gpuuser", 300000, 65536) == []  # its own range is no overlap
+        assert [o["user"] for o in rootless.overlaps("gpuuser", 150000, 100000)] == ["alice", "carol"]
+        assert rootless.overlaps("gpuuser", 100000, kind="subgid") == []
+
+
 class TestSetSubids:
     def test_new_user_gets_one_range(self, rootless, host, usermod):
         host.write("/etc/subuid", "alice:100000:65536\n")

@@ -18,7 +18,7 @@ from tests.unit.fakes import ACTIONS, FakeSalt
 from tests.unit.loader import load, real
 
 STATES = load("_states/nvgpu.py")
-EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless", "nvgpu_initramfs")
+EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
 OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
           "file.remove": salt.modules.file.remove}
 
@@ -56,7 +56,7 @@ def st():
 
 def test_every_action_is_a_real_function():
     everything = FakeSalt(
-        *(real(f"_modules/{name}.py") for name in (*EXECUTION, "dnf_module", "nvgpu_cuda")),
+        *(real(f"_modules/{name}.py") for name in (*EXECUTION, "dnf_module", "nvgpu_cuda", "nvgpu_initramfs")),
         real("_states/dnf_module.py"),
         functions=OTHERS,
     )
@@ -213,78 +213,6 @@ def test_module_stream_is_dnf_module_installed(st, states):
     assert st.module_stream("nvidia-driver", "latest-dkms", profile="default", platform="platform:el8") == answer
     assert states.called("dnf_module.installed") == [
         (("nvidia-driver", "latest-dkms"), {"profile": "default", "platform": "platform:el8"})]
-
-
-# ---------------------------------------------------------------------------- initramfs_current
-
-BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
-KVER = "4.18.0-513.24.1.el8_9.x86_64"
-IMAGE = f"/boot/initramfs-{KVER}.img"
-STALE = {BLACKLIST: f"not in {IMAGE}"}
-
-
-@pytest.fixture
-def initramfs(mods):
-    mods.set("nvgpu_initramfs.image", IMAGE)
-    mods.set("nvgpu_initramfs.rebuild", IMAGE)
-    return mods
-
-
-class TestInitramfsCurrent:
-    def test_carrying_the_files_runs_nothing(self, st, initramfs):
-        initramfs.set("nvgpu_initramfs.stale_files", {})
-        ret = st.initramfs_current(KVER, [BLACKLIST])
-        assert ret == {"name": KVER, "result": True, "changes": {},
-                       "comment": f"The initramfs of {KVER} carries {BLACKLIST}"}
-        assert initramfs.called("nvgpu_initramfs.stale_files") == [(([BLACKLIST],), {"kernel": KVER})]
-        assert initramfs.actions() == []
-
-    def test_test_mode_says_why_and_runs_nothing(self, st, initramfs, opts):
-        opts["test"] = True
-        initramfs.set("nvgpu_initramfs.stale_files", STALE)
-        ret = st.initramfs_current(KVER, BLACKLIST)
-        assert ret["result"] is None
-        assert ret["changes"] == {"rebuilt": IMAGE, "stale": STALE}
-        assert ret["comment"] == f"The initramfs {IMAGE} would be rebuilt ({BLACKLIST}: not in {IMAGE})"
-        assert initramfs.actions() == []
-
-    def test_stale_is_rebuilt_with_the_command_and_checked_again(self, st, initramfs):
-        initramfs.set("nvgpu_initramfs.stale_files", STALE, {})
-        ret = st.initramfs_current(KVER, [BLACKLIST], cmd=["dracut", "-f", "--kver"])
-        assert ret["result"] is True
-        assert ret["changes"] == {"rebuilt": IMAGE, "stale": STALE}
-        assert ret["comment"] == f"Rebuilt the initramfs {IMAGE} ({BLACKLIST}: not in {IMAGE})"
-        assert initramfs.called("nvgpu_initramfs.rebuild") == [((KVER,), {"cmd": ["dracut", "-f", "--kver"]})]
-        assert len(initramfs.called("nvgpu_initramfs.stale_files")) == 2
-
-    def test_a_failed_rebuild_has_dracuts_words_and_no_change_so_the_next_run_retries(self, st, initramfs):
-        initramfs.set("nvgpu_initramfs.stale_files", STALE)
-        said = f"rebuilding the initramfs {IMAGE} failed (`dracut -f --kver {KVER}` exited 1): dracut: No permission"
-        initramfs.set("nvgpu_initramfs.rebuild", CommandExecutionError(said + "\nFix: free space in /boot"))
-        ret = st.initramfs_current(KVER, [BLACKLIST])
-        assert ret["result"] is False and ret["changes"] == {}
-        assert ret["comment"].splitlines() == [said, "Fix: free space in /boot",
-                                               f"Why a rebuild: {BLACKLIST}: not in {IMAGE}"]
-
-    def test_rebuilt_but_still_stale_fails(self, st, initramfs):
-        initramfs.set("nvgpu_initramfs.stale_files", STALE)
-        ret = st.initramfs_current(KVER, [BLACKLIST])
-        assert ret["result"] is False
-        assert f"dracut -f --kver {KVER} exited 0 but the initramfs still does not carry {BLACKLIST}" in ret["comment"]
-        assert f"lsinitrd {IMAGE}" in ret["comment"]
-
-    def test_a_check_that_cannot_run_fails_without_rebuilding(self, st, initramfs):
-        initramfs.set("nvgpu_initramfs.stale_files", SaltInvocationError("a file the initramfs must carry must be "
-                                                                         "an absolute path, not 'x'"))
-        ret = st.initramfs_current(KVER, ["x"])
-        assert ret["result"] is False and "absolute path" in ret["comment"]
-        assert initramfs.actions() == []
-
-    @pytest.mark.parametrize("cmd", ["dracut -f --kver", [], None])
-    def test_a_command_that_is_no_argument_list_fails_naming_the_pillar_key(self, st, initramfs, cmd):
-        ret = st.initramfs_current(KVER, [BLACKLIST], cmd=cmd)
-        assert ret["result"] is False and "gpu:driver:initramfs_cmd" in ret["comment"]
-        assert initramfs.names() == []
 
 
 # ---------------------------------------------------------------------------- container_toolkit
@@ -795,11 +723,21 @@ class TestSubidsPresent:
     def test_explicit_start_enforced_and_test_mode(self, st, mods, opts):
         opts["test"] = True
         mods.set("nvgpu_rootless.subids", [{"start": 100000, "count": 65536}])
+        mods.set("nvgpu_rootless.overlaps", [])
         ret = st.subids_present("gpuuser", start=200000)
         assert ret["result"] is None
         assert ret["changes"]["subuid"] == {"old": [{"start": 100000, "count": 65536}],
                                             "new": [{"start": 200000, "count": 65536}]}
         assert ret["comment"] == "subuid, subgid ranges of gpuuser would be set"
+        assert mods.actions() == []
+
+    def test_explicit_start_overlapping_another_user_fails_and_changes_nothing(self, st, mods):
+        mods.set("nvgpu_rootless.subids", [])
+        mods.set("nvgpu_rootless.overlaps", [{"user": "alice", "start": 100000, "count": 65536}])
+        ret = st.subids_present("gpuuser", start=150000)
+        assert ret["result"] is False and ret["changes"] == {}
+        assert ret["comment"] == ("subuid range 150000-215535 of gpuuser overlaps alice's 100000-165535; choose "
+                                  "another start (gpu:rootless_users[].subuid_start)")
         assert mods.actions() == []
 
     def test_explicit_start_already_there(self, st, mods):

@@ -1,15 +1,7 @@
 """
 State for the initramfs of a kernel: it carries the files it must (the nouveau
 blacklist: without it nouveau claims the GPU at early boot), checked in the image
-itself, so a rebuild that failed is retried on the next run.
-
-.. code-block:: yaml
-
-    gpu-initramfs-carries-blacklist:
-      nvgpu_initramfs.carries:
-        - name: {{ grains["kernelrelease"] }}
-        - required_files:
-          - /etc/modprobe.d/blacklist-nouveau.conf
+itself, so a rebuild that failed is retried on the next run. salt/gpu/driver.sls uses it.
 """
 
 import nvgpu_state

@@ -12,3 +12,13 @@ NVIDIA_HOOK = {
     "when": {"always": True, "commands": [".*"]},
     "stages": ["prestart"],
 }
+
+# The cuda-samples vectorAdd's output when it passes (FACTS.md).
+VECTOR_ADD_PASSED = """\
+[Vector addition of 50000 elements]
+Copy input data from the host memory to the CUDA device
+CUDA kernel launch with 196 blocks of 256 threads
+Copy output data from the CUDA device to the host memory
+Test PASSED
+Done
+"""

@@ -14,6 +14,7 @@ import pytest
 import salt.modules.useradd
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from tests.nvidia import VECTOR_ADD_PASSED
 from tests.unit.conftest import KERNEL
 from tests.unit.fakes import FakeSalt
 from tests.unit.loader import load, real
@@ -510,14 +511,6 @@ class TestDiagnose:
 
 # ---------------------------------------------------------------------------- vector add
 
-SUCCESS = """\
-[Vector addition of 50000 elements]
-Copy input data from the host memory to the CUDA device
-CUDA kernel launch with 196 blocks of 256 threads
-Copy output data from the CUDA device to the host memory
-Test PASSED
-Done
-"""
 NO_LIBCUDA = (
     "Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!"
 )
@@ -534,10 +527,11 @@ ROOTLESS = [
 
 class TestParseVectorAdd:
     def test_success(self, nvgpu):
-        assert nvgpu._parse_vector_add(SUCCESS) == {"passed_text": True, "elements": 50000, "blocks": 196, "threads": 256}
+        parsed = nvgpu._parse_vector_add(VECTOR_ADD_PASSED)
+        assert parsed == {"passed_text": True, "elements": 50000, "blocks": 196, "threads": 256}
 
     def test_crlf(self, nvgpu):
-        parsed = nvgpu._parse_vector_add(SUCCESS.replace("\n", "\r\n"))
+        parsed = nvgpu._parse_vector_add(VECTOR_ADD_PASSED.replace("\n", "\r\n"))
         assert parsed == {"passed_text": True, "elements": 50000, "blocks": 196, "threads": 256}
 
     def test_other_block_size_and_extra_lines(self, nvgpu):
@@ -568,7 +562,7 @@ class TestParseVectorAdd:
         assert nvgpu._parse_vector_add("", "Test PASSED\n")["passed_text"]
 
 
-def podman(run_all, version="4.9.4", stdout=SUCCESS, stderr="", retcode=0):
+def podman(run_all, version="4.9.4", stdout=VECTOR_ADD_PASSED, stderr="", retcode=0):
     """Podman ``version`` that answers ``podman run`` with the given output."""
     run_all.on(PODMAN, "--version", stdout=f"podman version {version}\n")
     run_all.on(PODMAN, "run", stdout=stdout, stderr=stderr, retcode=retcode)

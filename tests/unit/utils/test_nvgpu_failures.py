@@ -8,14 +8,7 @@ not load.
 import nvgpu_failures
 import pytest
 
-SUCCESS = """\
-[Vector addition of 50000 elements]
-Copy input data from the host memory to the CUDA device
-CUDA kernel launch with 196 blocks of 256 threads
-Copy output data from the CUDA device to the host memory
-Test PASSED
-Done
-"""
+from tests.nvidia import VECTOR_ADD_PASSED
 
 # Every failure text of FACTS.md ("cuda-vector-add output") and the practical ones: a word
 # of its cause, a word of its fix, and the broken layer.
@@ -152,7 +145,7 @@ class TestDiagnoseText:
     def test_nothing_known(self):
         assert nvgpu_failures.diagnose_text("") is None
         assert nvgpu_failures.diagnose_text(None) is None
-        assert nvgpu_failures.diagnose_text(SUCCESS) is None
+        assert nvgpu_failures.diagnose_text(VECTOR_ADD_PASSED) is None
 
     def test_first_match_wins_specific_before_generic(self):
         # A hook failure that Podman wraps: the root cause, not "the hook failed".

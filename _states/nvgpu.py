@@ -8,28 +8,7 @@ returns early when there is none; with ``test=True`` it returns ``result: None``
 exactly the changes it would make, and changes nothing; a failure comment says what
 failed, why, and what to do.
 
-.. code-block:: yaml
-
-    gpu-nouveau-unloaded:
-      nvgpu.kernel_module_unloaded:
-        - name: nouveau
-
-    gpu-driver-modules-loaded:
-      nvgpu.modules_loaded:
-        - name: nvidia
-
-    gpu-container-toolkit:
-      nvgpu.container_toolkit:
-        - mode: auto
-        - rootless: True
-
-    gpu-selinux-ready:
-      nvgpu.selinux_ready:
-        - policy_source: salt://gpu/files/nvidia-container.pp
-
-    gpu-validate-root:
-      nvgpu.vector_add_passes:
-        - image: docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1
+Each state's docstring has an example; salt/gpu/*.sls uses them all.
 """
 
 import os

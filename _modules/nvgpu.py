@@ -567,6 +567,26 @@ def run_vector_add(
     }
 
 
+def doctor(user=None):
+    """
+    Check the node layer by layer and say which layer is broken, how that was found and
+    the fix; read-only. ``user``: check this rootless user only (default: pillar
+    ``gpu:rootless_users``). Returns ``nvgpu_doctor.run``'s ``{"ok", "first_failing_layer",
+    "checks": [{"name", "layer", "status", "evidence", "fix"}]}``; exit code 1 on a failure.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.doctor
+        salt '*' nvgpu.doctor user=gpuuser
+    """
+    result = __salt__["nvgpu_doctor.run"](user=user)
+    if not result.get("ok"):
+        __context__["retcode"] = 1
+    return result
+
+
 # ---------------------------------------------------------------------------
 # The formula's pillar
 # ---------------------------------------------------------------------------

@@ -34,6 +34,22 @@ GPU_FIX = (
     "reboot; if it recurs, the GPU needs service"
 )
 DRIVER_UPGRADE_FIX = "upgrade the driver stream (pillar gpu:driver:stream), then reboot"
+RELOAD_FIX = "reload the driver (salt-call nvgpu.reload_driver, when no process uses the GPU) or reboot"
+NO_CGROUPS_FIX = (
+    "set no-cgroups for rootless use: nvidia-ctk config --set nvidia-container-cli.no-cgroups=true "
+    "--in-place (in /etc/nvidia-container-runtime/config.toml), or use CDI (mode=cdi)"
+)
+SUBID_OWN_ID_FIX = (
+    "give the user a range above the system's uids (pillar gpu:rootless_users[].subuid_start, at "
+    "least 100000), then podman system migrate as that user"
+)
+CDI_REGENERATE_FIX = (
+    "regenerate it: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml (the "
+    "nvgpu.container_toolkit state does this when the driver version changes)"
+)
+FABRIC_MANAGER_FIX = (
+    "install nvidia-fabricmanager of the driver's version and run systemctl enable --now nvidia-fabricmanager"
+)
 
 # ---------------------------------------------------------------------------
 # Text in the output of Podman, the OCI hook, nvidia-container-cli and the vector add
@@ -49,8 +65,7 @@ TEXT_FAILURES = [
         ),
         "the CDI spec names driver libraries that no longer exist: it was generated for an older "
         "driver and the driver has been upgraded since",
-        "regenerate it: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml (the "
-        "nvgpu.container_toolkit state does this when the driver version changes)",
+        CDI_REGENERATE_FIX,
         "toolkit",
     ),
     Failure(
@@ -65,7 +80,7 @@ TEXT_FAILURES = [
         re.compile(r"driver/library version mismatch", re.I),
         "the loaded nvidia kernel module and the installed driver libraries are different "
         "versions: the driver was upgraded and the old module is still loaded",
-        "reload the driver (salt-call nvgpu.reload_driver, when no process uses the GPU) or reboot",
+        RELOAD_FIX,
         "kernel-modules",
     ),
     Failure(
@@ -94,8 +109,7 @@ TEXT_FAILURES = [
             re.I,
         ),
         "the NVIDIA hook tried to set up the device cgroup, which a rootless container may not do",
-        "set no-cgroups for rootless use: nvidia-ctk config --set nvidia-container-cli.no-cgroups=true "
-        "--in-place (in /etc/nvidia-container-runtime/config.toml), or use CDI (mode=cdi)",
+        NO_CGROUPS_FIX,
         "rootless",
     ),
     Failure(
@@ -103,8 +117,7 @@ TEXT_FAILURES = [
         re.compile(r"mapping [^\n]*includes the user UID", re.I),
         "the user's subordinate id range in /etc/subuid or /etc/subgid contains the user's own uid, "
         "which rootless Podman refuses",
-        "give the user a range above the system's uids (pillar gpu:rootless_users[].subuid_start, at "
-        "least 100000), then podman system migrate as that user",
+        SUBID_OWN_ID_FIX,
         "rootless",
     ),
     Failure(
@@ -151,8 +164,7 @@ TEXT_FAILURES = [
         re.compile(r"system not yet initialized|cudaErrorSystemNotReady", re.I),
         "CUDA reports the system not yet initialised: on an NVSwitch system (HGX/DGX) the NVIDIA "
         "Fabric Manager is not running or does not match the driver",
-        "install nvidia-fabricmanager of the driver's version and run "
-        "systemctl enable --now nvidia-fabricmanager",
+        FABRIC_MANAGER_FIX,
         "fabric",
     ),
     Failure(

@@ -58,6 +58,13 @@ PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"
 DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
 # The initramfs of a kernel release, where dracut writes it on RHEL.
 INITRAMFS_IMAGE = "/boot/initramfs-{}.img"
+# PCI devices as sysfs shows them (each a directory with `vendor` and `device` files,
+# "0x10de"), and the device ids of NVIDIA's NVSwitch chips: their systems (HGX/DGX
+# A100, H100, H200) need nvidia-fabricmanager running before CUDA initialises.
+SYS_PCI_DEVICES = "/sys/bus/pci/devices"
+NVIDIA_PCI_VENDOR = "0x10de"
+NVSWITCH_DEVICE_IDS = ("0x1af1", "0x22a3")
+FABRIC_MANAGER_SERVICE = "nvidia-fabricmanager"
 
 DEFAULT_IMAGE = "docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1"
 # Podman's --pull policies.
@@ -241,6 +248,35 @@ def nvidia_ko_present(release):
         if any(pattern.fullmatch(name) for name in files):
             return True
     return False
+
+
+def nvswitches():
+    """The PCI addresses of the NVSwitch chips on the node (sysfs), sorted; [] where none."""
+    try:
+        addresses = os.listdir(SYS_PCI_DEVICES)
+    except OSError:
+        return []
+    found = []
+    for address in addresses:
+        path = os.path.join(SYS_PCI_DEVICES, address)
+        vendor = (read_file(os.path.join(path, "vendor")) or "").strip().lower()
+        device = (read_file(os.path.join(path, "device")) or "").strip().lower()
+        if vendor == NVIDIA_PCI_VENDOR and device in NVSWITCH_DEVICE_IDS:
+            found.append(address)
+    return sorted(found)
+
+
+def cdi_spec_files():
+    """Every CDI spec file Podman reads (*.yaml, *.json directly in CDI_DIRS), in CDI_DIRS' order."""
+    files = []
+    for directory in CDI_DIRS:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        files.extend(os.path.join(directory, name) for name in names
+                     if name.endswith(CDI_SPEC_SUFFIXES) and os.path.isfile(os.path.join(directory, name)))
+    return files
 
 
 def device_nodes():

@@ -101,6 +101,27 @@ def test_fleet_report_runner(fleet, salt_master, node_assets):
     assert "alice" in ret.data["nodes"]["gpu-b"]["cause"]
 
 
+def test_the_report_names_the_root_cause(fleet, salt_master, salt_cli, node_assets):
+    # gpu-b's toolkit layer breaks (its CDI spec removed): the report's cause is the first
+    # check nvgpu.doctor fails there, the vector add's diagnosis is kept as the symptom.
+    removed = salt_cli.run("file.remove", "/etc/cdi/nvidia.yaml", minion_tgt="gpu-b")
+    assert removed.data is True
+    salt_run = salt_master.salt_run_cli(timeout=900)
+    ret = salt_run.run("nvgpu.report", "tgt=gpu-*", f"image={node_assets.image}")
+    assert ret.data["summary"] == {"nodes": 2, "passed": 1, "failed": 1, "no_return": 0}
+    node = ret.data["nodes"]["gpu-b"]
+    doctor = salt_cli.run("nvgpu.doctor", minion_tgt="gpu-b")
+    first = next(check for check in doctor.data["checks"] if check["status"] == "fail")
+    assert first["name"] == "cdi-spec-count" and doctor.returncode != 0
+    assert (node["check"], node["layer"], node["cause"], node["fix"]) == (
+        first["name"], first["layer"], first["evidence"], first["fix"])
+    assert "no CDI spec" in node["symptom"]["cause"]
+
+    repaired = salt_cli.run("state.apply", "gpu", minion_tgt="gpu-b", _timeout=900)
+    assert repaired.returncode == 0
+    assert salt_cli.run("nvgpu.doctor", minion_tgt="gpu-b").data["ok"] is True
+
+
 def test_report_with_a_minion_down_is_bounded_and_counts_it(fleet, salt_master, salt_cli, node_assets):
     # The README's steps on the master: sync, then the report (test_fleet_report_runner synced).
     salt_run = salt_master.salt_run_cli(timeout=900)

@@ -28,6 +28,7 @@ _PATHS = (
     "PROC_DRIVER_VERSION",
     "DRIVER_LIB_GLOB",
     "INITRAMFS_IMAGE",
+    "SYS_PCI_DEVICES",
 )
 
 

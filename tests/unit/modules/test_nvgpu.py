@@ -31,7 +31,8 @@ def nvgpu(host):
 
 @pytest.fixture
 def configure_loader_modules(nvgpu, run_all, which):
-    functions = {"user.info": salt.modules.useradd.info, "nvgpu_cuda.vector_add": real("_modules/nvgpu_cuda.py").vector_add}
+    functions = {"user.info": salt.modules.useradd.info, "nvgpu_cuda.vector_add": real("_modules/nvgpu_cuda.py").vector_add,
+                 "nvgpu_doctor.run": real("_modules/nvgpu_doctor.py").run}
     return {
         nvgpu: {
             "__salt__": FakeSalt(functions=functions, run_all=run_all),
@@ -774,6 +775,18 @@ class TestRunVectorAdd:
         del nvgpu.__salt__["nvgpu_cuda.vector_add"]
         with pytest.raises(CommandExecutionError, match="nvgpu_cuda"):
             nvgpu.run_vector_add(runtime="host")
+
+
+# ---------------------------------------------------------------------------- doctor
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_doctor_is_the_doctors_run(nvgpu, ok):
+    answer = {"ok": ok, "first_failing_layer": None if ok else "toolkit", "checks": []}
+    nvgpu.__salt__.set("nvgpu_doctor.run", answer)
+    assert nvgpu.doctor(user="alice") == answer
+    assert nvgpu.__salt__.called("nvgpu_doctor.run") == [((), {"user": "alice"})]
+    assert nvgpu.__context__.get("retcode") == (None if ok else 1)
 
 
 # ---------------------------------------------------------------------------- pillar

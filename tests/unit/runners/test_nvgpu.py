@@ -38,12 +38,20 @@ def fleet(monkeypatch):
     monkeypatch.setattr(salt.client, "get_local_client", get_local_client)
     monkeypatch.setattr(salt.utils.minions, "CkMinions", ckminions)
 
-    def make(expected, returns, silent=()):
-        """``returns``: each minion's return value; ``silent``: minions Salt reports as not returning."""
+    def make(expected, returns, silent=(), doctor=None, doctor_silent=()):
+        """
+        ``returns``: each minion's return value; ``silent``: minions Salt reports as not
+        returning; ``doctor``, ``doctor_silent``: the same for the nvgpu.doctor call.
+        """
         ckminions.return_value.check_minions.return_value = {"minions": list(expected), "missing": []}
-        full = {minion: {"ret": ret, "retcode": 0, "jid": "20261129000000000000"} for minion, ret in returns.items()}
-        full.update({minion: NO_RESPONSE for minion in silent})
-        client.cmd.return_value = full
+
+        def full(rets, quiet):
+            ret = {minion: {"ret": ret, "retcode": 0, "jid": "20261129000000000000"} for minion, ret in rets.items()}
+            ret.update({minion: NO_RESPONSE for minion in quiet})
+            return ret
+
+        answers = {"nvgpu.run_vector_add": full(returns, silent), "nvgpu.doctor": full(doctor or {}, doctor_silent)}
+        client.cmd.side_effect = lambda tgt, fun, **kwargs: answers[fun]
 
     make.client, make.get_local_client, make.ckminions = client, get_local_client, ckminions
     return make
@@ -64,6 +72,7 @@ def test_asks_every_targeted_minion_with_the_options(runner, fleet):
     assert fleet.get_local_client.call_args.args == (OPTS["conf_file"],)
     assert fleet.ckminions.call_args.args == (OPTS,)
     assert fleet.ckminions.return_value.check_minions.call_args.args == ("G@nvgpu:gpu_count:8", "compound")
+    assert fleet.client.cmd.call_count == 1  # all passed: no doctor
     assert fleet.client.cmd.call_args.args == ("G@nvgpu:gpu_count:8", "nvgpu.run_vector_add")
     assert fleet.client.cmd.call_args.kwargs == {
         "kwarg": {"mode": "cdi", "timeout": 100, "image": "localhost:5000/x:v1", "user": "alice"},
@@ -119,3 +128,64 @@ def test_unknown_stays_unchanged(runner, fleet):
     ret["nodes"]["a"]["cause"] = "edited"
     assert nvgpu_failures.UNKNOWN == before
     assert ret["nodes"]["b"]["cause"] == before["cause"]
+
+
+# ---------------------------------------------------------------------------- root cause
+
+
+def doctor_says(*checks):
+    return {"ok": not any(c["status"] == "fail" for c in checks), "checks": list(checks),
+            "first_failing_layer": next((c["layer"] for c in checks if c["status"] == "fail"), None)}
+
+
+def check(name, status, layer="toolkit", evidence="read", fix=None):
+    return {"name": name, "layer": layer, "status": status, "evidence": evidence, "fix": fix}
+
+
+SYMPTOM = {"cause": "libcuda was not injected", "fix": "install the hook", "layer": "toolkit"}
+
+
+def failed(diagnosis=SYMPTOM):
+    return dict(passed(), passed=False, retcode=1, diagnosis=diagnosis)
+
+
+def test_the_cause_is_the_doctors_first_failing_check(runner, fleet):
+    fleet(["gpu-1", "gpu-2", "gpu-3"], {"gpu-1": failed(), "gpu-2": passed(), "gpu-3": failed()},
+          doctor={"gpu-1": doctor_says(
+              check("nvidia-ko", "ok", "driver"),
+              check("nvidia-loaded", "fail", "kernel-modules", "not loaded: nvidia, nvidia_uvm",
+                    "salt-call nvgpu.load_modules"),
+              check("cdi-spec-count", "fail", "toolkit", "no CDI spec", "nvidia-ctk cdi generate")),
+              "gpu-3": doctor_says(check("nvidia-ko", "ok", "driver"))})
+    ret = runner.report()
+    # One doctor call, for the failed minions only.
+    assert fleet.client.cmd.call_count == 2
+    assert fleet.client.cmd.call_args.args == (["gpu-1", "gpu-3"], "nvgpu.doctor")
+    assert fleet.client.cmd.call_args.kwargs == {"tgt_type": "list", "full_return": True}
+    assert ret["nodes"]["gpu-1"] == {
+        "passed": False, "duration_s": 0.7, "mode": "cdi", "check": "nvidia-loaded", "layer": "kernel-modules",
+        "cause": "not loaded: nvidia, nvidia_uvm", "fix": "salt-call nvgpu.load_modules", "symptom": SYMPTOM,
+    }
+    # The doctor found nothing: the vector add's diagnosis stays the cause.
+    assert ret["nodes"]["gpu-3"] == {"passed": False, "duration_s": 0.7, "mode": "cdi", **SYMPTOM}
+    assert ret["summary"] == {"nodes": 3, "passed": 1, "failed": 2, "no_return": 0}
+
+
+@pytest.mark.parametrize("answer", ["'nvgpu.doctor' is not available.", None])
+def test_a_doctor_that_did_not_answer_keeps_the_symptom(runner, fleet, answer):
+    doctor, quiet = ({"gpu-1": answer}, ()) if answer else ({}, ["gpu-1"])
+    fleet(["gpu-1"], {"gpu-1": failed()}, doctor=doctor, doctor_silent=quiet)
+    assert runner.report()["nodes"]["gpu-1"] == {"passed": False, "duration_s": 0.7, "mode": "cdi", **SYMPTOM}
+
+
+def test_no_doctor_for_silent_or_not_run_minions(runner, fleet):
+    fleet(["gpu-1", "gpu-2"], {"gpu-2": "'nvgpu.run_vector_add' is not available."}, silent=["gpu-1"])
+    runner.report()
+    assert fleet.client.cmd.call_count == 1
+
+
+def test_without_a_diagnosis_the_symptom_is_unknown(runner, fleet):
+    fleet(["gpu-1"], {"gpu-1": failed(diagnosis=None)},
+          doctor={"gpu-1": doctor_says(check("nouveau", "fail", "kernel-modules", "nouveau is loaded", "modprobe -r"))})
+    node = runner.report()["nodes"]["gpu-1"]
+    assert node["symptom"] == nvgpu_failures.UNKNOWN and node["cause"] == "nouveau is loaded"

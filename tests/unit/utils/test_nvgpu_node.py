@@ -274,6 +274,29 @@ def test_device_nodes(host):
         f"{dev}/nvidia-caps/nvidia-cap1", f"{dev}/nvidia-uvm", f"{dev}/nvidia0", f"{dev}/nvidiactl"]
 
 
+def test_nvswitches_by_pci_vendor_and_device(host):
+    for address, vendor, device in (("0000:05:00.0", "0x10de", "0x22a3"), ("0000:06:00.0", "0x10DE", "0x1af1\n"),
+                                    ("0000:3b:00.0", "0x10de", "0x2335"), ("0000:00:1f.0", "0x8086", "0x22a3")):
+        host.write(f"/sys/bus/pci/devices/{address}/vendor", vendor + "\n")
+        host.write(f"/sys/bus/pci/devices/{address}/device", device)
+    assert nvgpu_node.nvswitches() == ["0000:05:00.0", "0000:06:00.0"]
+
+
+def test_no_nvswitches_without_pci_sysfs(host):
+    assert nvgpu_node.nvswitches() == []
+
+
+def test_cdi_spec_files_in_podmans_order(host):
+    host.write("/var/run/cdi/nvidia.json", "{}")
+    host.write("/etc/cdi/nvidia.yaml", "")
+    host.write("/etc/cdi/a.yaml", "")
+    host.write("/etc/cdi/notes.txt", "")
+    host.write("/etc/cdi/sub/b.yaml", "")
+    host.path("/etc/cdi/dir.yaml").mkdir()
+    etc, run = nvgpu_node.CDI_DIRS
+    assert nvgpu_node.cdi_spec_files() == [f"{etc}/a.yaml", f"{etc}/nvidia.yaml", f"{run}/nvidia.json"]
+
+
 def test_no_device_nodes(host):
     assert nvgpu_node.device_nodes() == []
 

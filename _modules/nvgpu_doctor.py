@@ -1,0 +1,428 @@
+"""
+Execution module: the node's self-check. Walks a GPU container node layer by layer, in
+the guide's order (kernel and driver, NVSwitch fabric, Podman and the toolkit, SELinux,
+rootless users), and says for each check what it read or ran, what that said, and the
+fix; the first failing layer is named in the summary.
+
+Read-only: it loads no module (never ``nvidia-container-cli -k``), writes no file and
+pulls no image. It reads the node through the shared layer (``_utils/nvgpu_node.py``)
+and the domain modules (``nvgpu_toolkit``, ``nvgpu_selinux``, ``nvgpu_rootless``), never
+through ``nvgpu``, whose ``nvgpu.doctor`` is the public entry to :py:func:`run`.
+
+:depends: rpm, podman, nvidia-container-toolkit, policycoreutils (each check that needs a
+          missing tool says so, or skips where the tool is optional)
+"""
+
+import os
+import stat
+
+import nvgpu_failures
+import nvgpu_node
+import salt.utils.data
+import salt.utils.path
+
+__virtualname__ = "nvgpu_doctor"
+
+STATUSES = ("ok", "fail", "warn", "skip")
+STATE_APPLY = "salt-call state.apply gpu"
+
+
+def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return (False, "The nvgpu_doctor execution module only runs on Linux minions")
+    return __virtualname__
+
+
+def _check(name, layer, status, evidence, fix=None):
+    if status not in STATUSES or layer not in nvgpu_failures.LAYERS:
+        raise ValueError(f"bad check {name}: status {status!r}, layer {layer!r}")
+    return {"name": name, "layer": layer, "status": status, "evidence": evidence,
+            "fix": fix if status in ("fail", "warn") else None}
+
+
+def _pillar(key, default=None):
+    # From __pillar__: Salt 3008's pillar.get masks values for callers (as run_vector_add reads it).
+    value = salt.utils.data.traverse_dict_and_list(__pillar__, key, default)
+    return default if value is None else value
+
+
+def _run(argv):
+    """Run ``argv`` (read-only tools only) and return (retcode, the tool's words)."""
+    ret = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    text = (ret.get("stdout") or "").strip() or (ret.get("stderr") or "").strip() or "no output"
+    return ret["retcode"], "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _cmd(argv):
+    return "`" + " ".join(argv) + "`"
+
+
+# ---------------------------------------------------------------------------
+# Kernel and driver
+# ---------------------------------------------------------------------------
+
+
+def _kernel_devel(release):
+    if not salt.utils.path.which("rpm"):
+        return _check("kernel-devel", "driver", "skip", "rpm is not installed: not an RPM system")
+    packages = [f"kernel-devel-{release}", f"kernel-headers-{release}"]
+    argv = ["rpm", "-q"] + packages
+    _, said = _run(argv)
+    missing = [p for p in packages if f"package {p} is not installed" in said]
+    evidence = f"{_cmd(argv)} said: {said}"
+    if packages[0] in missing:
+        return _check("kernel-devel", "driver", "fail", evidence,
+                      f"dnf install {' '.join(missing)} (DKMS builds nvidia.ko against them), then "
+                      "dkms autoinstall or reinstall the driver stream")
+    if missing:
+        return _check("kernel-devel", "driver", "warn", evidence, f"dnf install {' '.join(missing)}")
+    return _check("kernel-devel", "driver", "ok", evidence)
+
+
+def _nvidia_ko(release):
+    where = os.path.join(nvgpu_node.LIB_MODULES, release)
+    if nvgpu_node.nvidia_ko_present(release):
+        return _check("nvidia-ko", "driver", "ok", f"an nvidia.ko is under {where}")
+    installed = nvgpu_node.installed_driver_version()
+    if installed is None:
+        return _check("nvidia-ko", "driver", "fail",
+                      f"no nvidia.ko under {where} and no driver installed (no {nvgpu_node.DRIVER_LIB_GLOB})",
+                      f"{STATE_APPLY} (or {nvgpu_failures.DRIVER_PACKAGE_HINT})")
+    found = nvgpu_failures.no_module_for_kernel(release)
+    return _check("nvidia-ko", "driver", "fail",
+                  f"no nvidia.ko under {where}; driver {installed} is installed: {found['cause']}", found["fix"])
+
+
+def _nouveau():
+    if nvgpu_node.module_loaded("nouveau"):
+        return _check("nouveau", "kernel-modules", "fail",
+                      f"{nvgpu_node.SYS_MODULE}/nouveau exists: nouveau is loaded",
+                      nvgpu_failures.NOUVEAU_LOADED["fix"])
+    return _check("nouveau", "kernel-modules", "ok", "nouveau is not loaded")
+
+
+def _nvidia_loaded():
+    missing = [name for name in ("nvidia", "nvidia_uvm") if not nvgpu_node.module_loaded(name)]
+    if missing:
+        return _check("nvidia-loaded", "kernel-modules", "fail",
+                      f"not loaded (no {nvgpu_node.SYS_MODULE}/<name>): {', '.join(missing)}",
+                      nvgpu_failures.LOAD_MODULES_FIX)
+    return _check("nvidia-loaded", "kernel-modules", "ok", "nvidia and nvidia_uvm are loaded")
+
+
+def _driver_version(loaded, installed):
+    if loaded is None or installed is None:
+        what = "no driver loaded" if loaded is None else "no driver installed"
+        return _check("driver-version", "kernel-modules", "skip", f"{what}: nothing to compare")
+    evidence = f"loaded {loaded} ({nvgpu_node.SYS_DRIVER_VERSION}), installed {installed} ({nvgpu_node.DRIVER_LIB_GLOB})"
+    if loaded != installed:
+        return _check("driver-version", "kernel-modules", "fail",
+                      f"{evidence}: reload or reboot required", nvgpu_failures.RELOAD_FIX)
+    return _check("driver-version", "kernel-modules", "ok", evidence)
+
+
+def _device_nodes(loaded):
+    nodes = nvgpu_node.device_nodes()
+    names = {os.path.basename(path) for path in nodes}
+    missing = [name for name in ("nvidiactl", "nvidia-uvm") if name not in names]
+    if not any(name[len("nvidia"):].isdigit() for name in names):
+        missing.insert(0, "nvidia0..N")
+    if missing:
+        why = "" if loaded else " (the driver is not loaded)"
+        return _check("device-nodes", "kernel-modules", "fail",
+                      f"missing in {nvgpu_node.DEV}: {', '.join(missing)}{why}", nvgpu_failures.LOAD_MODULES_FIX)
+    closed = []
+    for path in nodes:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if mode & 0o006 != 0o006:
+            closed.append(f"{path} {mode:04o}")
+    if closed:
+        return _check("device-nodes", "kernel-modules", "warn",
+                      f"not read-write for all users (rootless containers need 0666): {', '.join(closed)}",
+                      "chmod 0666 /dev/nvidia* (the driver's NVreg_DeviceFileMode=0666, the default)")
+    return _check("device-nodes", "kernel-modules", "ok", ", ".join(nodes))
+
+
+# ---------------------------------------------------------------------------
+# NVSwitch fabric
+# ---------------------------------------------------------------------------
+
+
+def _fabric_manager():
+    switches = nvgpu_node.nvswitches()
+    if not switches:
+        return _check("fabric-manager", "fabric", "skip",
+                      f"no NVSwitch in {nvgpu_node.SYS_PCI_DEVICES} (vendor {nvgpu_node.NVIDIA_PCI_VENDOR}, "
+                      f"device {' or '.join(nvgpu_node.NVSWITCH_DEVICE_IDS)}): no fabric manager needed")
+    found = f"{len(switches)} NVSwitch ({', '.join(switches)})"
+    if not salt.utils.path.which("systemctl"):
+        return _check("fabric-manager", "fabric", "skip", f"{found}, but no systemctl to ask about the service")
+    argv = ["systemctl", "is-active", nvgpu_node.FABRIC_MANAGER_SERVICE]
+    retcode, said = _run(argv)
+    evidence = f"{found}; {_cmd(argv)} said: {said}"
+    if retcode != 0 or said != "active":
+        return _check("fabric-manager", "fabric", "fail",
+                      evidence + " (CUDA fails with error 802, system not yet initialized)",
+                      nvgpu_failures.FABRIC_MANAGER_FIX)
+    return _check("fabric-manager", "fabric", "ok", evidence)
+
+
+# ---------------------------------------------------------------------------
+# Podman and the toolkit
+# ---------------------------------------------------------------------------
+
+
+def _podman():
+    """(check, version or None)."""
+    podman = salt.utils.path.which("podman")
+    if not podman:
+        return _check("podman", "podman", "fail", "podman is not in PATH",
+                      f"{STATE_APPLY} (pillar gpu:runtime; dnf install podman, on RHEL 8 "
+                      "dnf module install container-tools)"), None
+    argv = [podman, "--version"]
+    retcode, said = _run(argv)
+    version = nvgpu_node.parse_podman_version(said) if retcode == 0 else None
+    evidence = f"{_cmd(argv)} said: {said}"
+    if not version:
+        return _check("podman", "podman", "fail", evidence, "reinstall podman: dnf reinstall podman"), None
+    return _check("podman", "podman", "ok", evidence), version
+
+
+def _toolkit():
+    ctk = salt.utils.path.which("nvidia-ctk")
+    if not ctk:
+        package = _pillar("gpu:toolkit:package", "nvidia-container-toolkit")
+        return _check("toolkit", "toolkit", "fail", "nvidia-ctk is not in PATH",
+                      f"{STATE_APPLY} (pillar gpu:toolkit:package: dnf install {package})")
+    return _check("toolkit", "toolkit", "ok", f"nvidia-ctk is {ctk}")
+
+
+def _mode(podman_version):
+    """(check, the mode in effect or None)."""
+    configured = _pillar("gpu:toolkit:mode", "auto")
+    try:
+        effective = nvgpu_node.resolve_mode(configured, podman_version)
+    except ValueError as err:
+        return _check("mode", "toolkit", "fail", f"pillar gpu:toolkit:mode: {err}",
+                      f"set pillar gpu:toolkit:mode to one of {', '.join(nvgpu_node.MODES)}"), None
+    if effective is None:
+        return _check("mode", "toolkit", "skip",
+                      "pillar gpu:toolkit:mode is auto and Podman is not installed: no mode yet"), None
+    how = f" (Podman {podman_version})" if configured == "auto" else ""
+    return _check("mode", "toolkit", "ok", f"pillar gpu:toolkit:mode {configured}{how} -> {effective}"), effective
+
+
+def _cdi_specs(mode, loaded):
+    """The checks of the CDI specs of kind nvidia.com/gpu: one of them, readable, for the loaded driver."""
+    names = ("cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver")
+    if mode != "cdi":
+        return [_check(name, "toolkit", "skip", f"mode is {mode}, not cdi") for name in names]
+    specs = []
+    for path in nvgpu_node.cdi_spec_files():
+        spec = __salt__["nvgpu_toolkit.cdi_spec"](path)
+        if spec["kind"] == nvgpu_node.CDI_KIND:
+            specs.append((path, spec))
+    where = " and ".join(nvgpu_node.CDI_DIRS)
+    ours = _pillar("gpu:toolkit:cdi_path", nvgpu_node.CDI_SPEC_PATH)
+    generate = f"nvidia-ctk cdi generate --output={ours}, or {STATE_APPLY}"
+    paths = [path for path, _ in specs]
+    if not specs:
+        checks = [_check(names[0], "toolkit", "fail", f"no CDI spec of kind {nvgpu_node.CDI_KIND} in {where}",
+                         generate)]
+        return checks + [_check(name, "toolkit", "skip", "no CDI spec") for name in names[1:]]
+    if len(specs) > 1:
+        # Podman reads the directories in order: for a device named twice the later spec wins.
+        extra = [path for path in paths if path != ours] if ours in paths else paths[:-1]
+        checks = [_check(names[0], "toolkit", "fail",
+                         f"{len(specs)} specs of kind {nvgpu_node.CDI_KIND}: {', '.join(paths)}; Podman uses "
+                         f"{paths[-1]} for the devices they share",
+                         f"keep one: rm {' '.join(extra)} (one in /var/run/cdi is written by the toolkit's "
+                         "nvidia-cdi-refresh: systemctl disable --now nvidia-cdi-refresh.path nvidia-cdi-refresh.service, "
+                         "or make it the formula's with pillar gpu:toolkit:cdi_path)")]
+    else:
+        checks = [_check(names[0], "toolkit", "ok", f"one spec of kind {nvgpu_node.CDI_KIND}: {paths[0]}")]
+    modes = ", ".join(f"{path} {spec['mode']}" for path, spec in specs)
+    closed = [path for path, spec in specs if not spec["mode"] or not int(spec["mode"], 8) & 0o004]
+    if closed:
+        checks.append(_check(names[1], "toolkit", "fail", f"not readable by all users (rootless Podman): {modes}",
+                             f"chmod 0644 {' '.join(closed)}"))
+    else:
+        checks.append(_check(names[1], "toolkit", "ok", f"readable by all: {modes}"))
+    if loaded is None:
+        checks.append(_check(names[2], "toolkit", "skip", "no driver loaded to compare with"))
+        return checks
+    said = ", ".join(f"{path} for {spec['driver_version']}" for path, spec in specs)
+    stale = [path for path, spec in specs if spec["driver_version"] != loaded]
+    if stale:
+        fix = nvgpu_failures.CDI_REGENERATE_FIX if stale == [ours] else f"rm or regenerate {' '.join(stale)}: {generate}"
+        checks.append(_check(names[2], "toolkit", "fail", f"driver {loaded} is loaded; {said}", fix))
+    else:
+        checks.append(_check(names[2], "toolkit", "ok", f"driver {loaded} is loaded; {said}"))
+    return checks
+
+
+def _hook(mode):
+    path = _pillar("gpu:toolkit:hook_path", nvgpu_node.OCI_HOOK_PATH)
+    binary = _pillar("gpu:toolkit:hook_binary", nvgpu_node.OCI_HOOK_BINARY)
+    current = __salt__["nvgpu_toolkit.oci_hook"](path)
+    wanted = __salt__["nvgpu_toolkit.oci_hook_content"](binary)
+    if mode != "hook":
+        if mode == "cdi" and current == wanted:
+            return _check("oci-hook", "toolkit", "warn",
+                          f"{path} is NVIDIA's hook, and the mode is cdi: the GPU is injected twice",
+                          f"{STATE_APPLY} (it removes the hook in cdi mode), or rm {path}")
+        return _check("oci-hook", "toolkit", "skip", f"mode is {mode}, not hook")
+    if current != wanted:
+        what = "absent or not valid JSON" if current is None else "not NVIDIA's hook (different content)"
+        return _check("oci-hook", "toolkit", "fail", f"{path} is {what}", f"{STATE_APPLY} (it writes NVIDIA's hook)")
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        return _check("oci-hook", "toolkit", "fail", f"{path} is NVIDIA's hook but {binary} is not an executable",
+                      "dnf reinstall nvidia-container-toolkit (it provides nvidia-container-runtime-hook)")
+    return _check("oci-hook", "toolkit", "ok", f"{path} is NVIDIA's hook; {binary} exists")
+
+
+def _no_cgroups(mode, users):
+    if mode != "hook":
+        return _check("no-cgroups", "rootless", "skip", f"mode is {mode}: only the hook sets up device cgroups")
+    if not users:
+        return _check("no-cgroups", "rootless", "skip", "no rootless users (pillar gpu:rootless_users)")
+    value = __salt__["nvgpu_toolkit.config_value"](nvgpu_node.NO_CGROUPS_KEY)
+    evidence = f"{nvgpu_node.NO_CGROUPS_KEY} = {value} in {nvgpu_node.TOOLKIT_CONFIG}; rootless users: {', '.join(users)}"
+    if value is not True:
+        return _check("no-cgroups", "rootless", "fail", evidence,
+                      nvgpu_failures.NO_CGROUPS_FIX)
+    return _check("no-cgroups", "rootless", "ok", evidence)
+
+
+# ---------------------------------------------------------------------------
+# SELinux
+# ---------------------------------------------------------------------------
+
+
+def _selinux():
+    mode = __salt__["nvgpu_selinux.mode"]()
+    checks = []
+    if mode == "Disabled":
+        return [_check("selinux-mode", "selinux", "skip", "getenforce: Disabled"),
+                _check("selinux-policy", "selinux", "skip", "SELinux is disabled")]
+    checks.append(_check("selinux-mode", "selinux", "ok", f"getenforce: {mode}"))
+    if not _pillar("gpu:selinux:enabled", True):
+        checks.append(_check("selinux-policy", "selinux", "skip", "pillar gpu:selinux:enabled is false"))
+        return checks
+    module = _pillar("gpu:selinux:module_name", "nvidia-container")
+    modules = __salt__["nvgpu_selinux.policy_modules"]()
+    if module not in modules:
+        checks.append(_check("selinux-policy", "selinux", "fail",
+                             f"`semodule -l` lists {len(modules)} modules, not {module}",
+                             f"salt-call state.apply gpu.selinux (pillar gpu:selinux:policy_source); "
+                             f"by hand: {nvgpu_failures.SELINUX_FIX}"))
+    else:
+        checks.append(_check("selinux-policy", "selinux", "ok", f"`semodule -l` lists {module}"))
+    return checks
+
+
+# ---------------------------------------------------------------------------
+# Rootless users
+# ---------------------------------------------------------------------------
+
+
+def _rootless_users(user):
+    if user is not None:
+        return [str(user)]
+    names = []
+    for entry in _pillar("gpu:rootless_users", []) or []:
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if name and str(name) not in names:
+            names.append(str(name))
+    return names
+
+
+def _subids(name, kind, own_id):
+    ranges = __salt__["nvgpu_rootless.subids"](name, kind=kind)
+    path = nvgpu_node.SUBID_FILES[kind]
+    check = f"{kind}:{name}"
+    fix = (f"{STATE_APPLY} (pillar gpu:rootless_users), or usermod --add-{kind}s 100000-165535 {name}; "
+           f"then podman system migrate as {name}")
+    if not ranges:
+        return _check(check, "rootless", "fail", f"no range for {name} in {path}", fix)
+    said = ", ".join(f"{r['start']}+{r['count']}" for r in ranges)
+    for r in ranges:
+        if own_id is not None and r["start"] <= own_id < r["start"] + r["count"]:
+            return _check(check, "rootless", "fail", f"{name}'s range {said} in {path} contains its own id {own_id}",
+                          nvgpu_failures.SUBID_OWN_ID_FIX)
+        taken = __salt__["nvgpu_rootless.overlaps"](name, r["start"], r["count"], kind=kind)
+        if taken:
+            others = ", ".join(f"{t['user']} {t['start']}+{t['count']}" for t in taken)
+            return _check(check, "rootless", "fail", f"{name}'s range {said} in {path} overlaps {others}",
+                          f"give {name} a free range: pillar gpu:rootless_users[].subuid_start, or drop the "
+                          f"overlapping one (usermod --del-{kind}s)")
+    return _check(check, "rootless", "ok", f"{name}: {said} in {path}")
+
+
+def _user_checks(name):
+    info = __salt__["user.info"](name)
+    if not info:
+        checks = [_check(f"account:{name}", "rootless", "fail", f"no user {name} (user.info)",
+                         f"{STATE_APPLY} (pillar gpu:rootless_users), or useradd {name}")]
+        return checks + [_check(f"{kind}:{name}", "rootless", "skip", f"no user {name}") for kind in nvgpu_node.SUBID_FILES]
+    checks = [_check(f"account:{name}", "rootless", "ok", f"{name}: uid {info['uid']}, gid {info['gid']}")]
+    checks.append(_subids(name, "subuid", info["uid"]))
+    checks.append(_subids(name, "subgid", info["gid"]))
+    return checks
+
+
+# ---------------------------------------------------------------------------
+# The walk
+# ---------------------------------------------------------------------------
+
+
+def run(user=None):
+    """
+    Check the node layer by layer and say which layer is broken, how that was found,
+    and the fix. Changes nothing on the node.
+
+    user
+        Check this rootless user only. Default: every user of pillar ``gpu:rootless_users``.
+
+    Returns ``{"ok": bool, "first_failing_layer": str|None, "checks": [{"name", "layer",
+    "status": ok|fail|warn|skip, "evidence", "fix"}]}``; the job's exit code is 1 when a
+    check fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_doctor.run
+        salt '*' nvgpu_doctor.run user=gpuuser
+    """
+    release = nvgpu_node.kernel_release()
+    loaded = nvgpu_node.loaded_driver_version()
+    installed = nvgpu_node.installed_driver_version()
+    users = _rootless_users(user)
+
+    checks = [
+        _kernel_devel(release),
+        _nvidia_ko(release),
+        _nouveau(),
+        _nvidia_loaded(),
+        _driver_version(loaded, installed),
+        _device_nodes(loaded),
+        _fabric_manager(),
+    ]
+    podman, podman_version = _podman()
+    checks += [podman, _toolkit()]
+    mode_check, mode = _mode(podman_version)
+    checks.append(mode_check)
+    checks += _cdi_specs(mode, loaded)
+    checks += [_hook(mode), _no_cgroups(mode, users)]
+    checks += _selinux()
+    for name in users:
+        checks += _user_checks(name)
+
+    failing = [check for check in checks if check["status"] == "fail"]
+    if failing:
+        __context__["retcode"] = 1
+    return {"ok": not failing, "first_failing_layer": failing[0]["layer"] if failing else None, "checks": checks}

@@ -1,0 +1,132 @@
+"""
+`salt-call nvgpu.doctor` on the simulated node (issue 10): a converged node is healthy;
+each injected fault fails exactly its check, with evidence and fix, and the fix (or
+`state.apply gpu`) makes the doctor pass again; the doctor changes nothing on the node,
+also with the modules unloaded. One converged node serves the tests in order: each
+leaves it healthy.
+"""
+
+import json
+
+import pytest
+
+from tests.functional.test_formula import _config, converge
+from tests.node import SALT_CALL, Node, site_pillar
+
+pytestmark = pytest.mark.node
+
+USER = "gpuuser"
+MARK = "=====nvgpu-doctor====="
+
+
+@pytest.fixture(scope="module")
+def converged(node_assets):
+    """A node converged with the 550 stream, in cdi mode (auto, Podman 4.9), one rootless user."""
+    node = Node.create(node_assets)
+    pillar = site_pillar(node_assets, driver={"stream": "550-dkms"}, rootless_users=[{"name": USER, "uid": 2001}])
+    node.write_pillar(pillar)
+    converge(node, pillar)
+    node.pillar = pillar
+    yield node
+    node.destroy()
+
+
+def doctor(node):
+    res = node.salt_call("nvgpu.doctor")
+    assert isinstance(res.data, dict) and "checks" in res.data, f"{res.stdout}\n{res.stderr}"
+    return res.data, res.retcode
+
+
+def assert_healthy(data, retcode):
+    problems = [c for c in data["checks"] if c["status"] not in ("ok", "skip")]
+    assert not problems, problems
+    assert data["ok"] is True and data["first_failing_layer"] is None and retcode == 0
+
+
+def assert_fails(data, retcode, *names):
+    """Exactly these checks fail (the first one names the layer), each with evidence and fix."""
+    failing = [c for c in data["checks"] if c["status"] in ("fail", "warn")]
+    assert [c["name"] for c in failing] == list(names), failing
+    for check in failing:
+        assert check["status"] == "fail" and check["evidence"] and check["fix"], check
+    assert data["first_failing_layer"] == failing[0]["layer"] and data["ok"] is False and retcode == 1
+    return {c["name"]: c for c in failing}
+
+
+def test_a_converged_node_is_healthy_and_the_doctor_changes_nothing(converged):
+    before = converged.snapshot()
+    data, retcode = doctor(converged)
+    assert _config(before) == _config(converged.snapshot())
+    assert_healthy(data, retcode)
+    statuses = {c["name"]: c["status"] for c in data["checks"]}
+    for name in ("kernel-devel", "nvidia-ko", "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
+                 "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
+                 f"account:{USER}", f"subuid:{USER}", f"subgid:{USER}"):
+        assert statuses[name] == "ok", (name, data["checks"])
+    assert statuses["fabric-manager"] == "skip"
+
+
+def test_modules_unloaded_fail_and_the_doctor_loads_nothing(converged):
+    converged.reboot()
+    before = converged.snapshot()
+    data, retcode = doctor(converged)
+    # Nothing loaded, no device node created: sys-module and dev are as the reboot left them.
+    assert _config(before) == _config(converged.snapshot())
+    failing = assert_fails(data, retcode, "nvidia-loaded", "device-nodes")
+    assert "nvidia, nvidia_uvm" in failing["nvidia-loaded"]["evidence"]
+    assert "nvgpu.load_modules" in failing["nvidia-loaded"]["fix"]
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+
+
+def test_nouveau_loaded_again(converged):
+    (converged.root / "sys-module" / "nouveau").mkdir()
+    failing = assert_fails(*doctor(converged), "nouveau")
+    assert "modprobe -r nouveau" in failing["nouveau"]["fix"]
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+
+
+def test_a_second_cdi_spec_in_var_run(converged):
+    # /var/run is a fresh tmpfs per command in the node: the spec and both doctors in one.
+    run = f"{SALT_CALL} --local --out=json --log-level=quiet nvgpu.doctor; echo {MARK}$?"
+    script = (f"mkdir -p /var/run/cdi && cp /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml && {run}; "
+              f"rm /var/run/cdi/nvidia.yaml && {run}")
+    proc = converged.run(["sh", "-c", script])
+    parts = proc.stdout.split(MARK)
+    assert len(parts) == 3, proc
+    first, second = json.loads(parts[0])["local"], json.loads(parts[1].split("\n", 1)[1])["local"]
+    failing = assert_fails(first, int(parts[1].split("\n", 1)[0]), "cdi-spec-count")
+    assert "/etc/cdi/nvidia.yaml, /var/run/cdi/nvidia.yaml" in failing["cdi-spec-count"]["evidence"]
+    assert failing["cdi-spec-count"]["fix"].startswith("keep one: rm /var/run/cdi/nvidia.yaml")
+    assert_healthy(second, int(parts[2].strip()))
+
+
+def test_a_stale_cdi_spec(converged):
+    spec = converged.read_file("/etc/cdi/nvidia.yaml")
+    converged.write_file("/etc/cdi/nvidia.yaml", spec.replace("550.127.08", "550.54.14"))
+    failing = assert_fails(*doctor(converged), "cdi-spec-driver")
+    assert "550.54.14" in failing["cdi-spec-driver"]["evidence"]
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+
+
+def test_a_removed_subuid_range(converged):
+    subuid = converged.read_file("/etc/subuid")
+    converged.write_file("/etc/subuid", "".join(line for line in subuid.splitlines(True)
+                                                if not line.startswith(f"{USER}:")))
+    failing = assert_fails(*doctor(converged), f"subuid:{USER}")
+    assert "/etc/subuid" in failing[f"subuid:{USER}"]["evidence"]
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+
+
+def test_an_installed_driver_not_loaded_after_a_stream_switch(converged, node_assets):
+    res = converged.salt_call("dnf_module.switch_to", "nvidia-driver", "latest-dkms", "profile=default")
+    assert res.retcode == 0, res.stderr
+    failing = assert_fails(*doctor(converged), "driver-version")
+    assert "reload or reboot required" in failing["driver-version"]["evidence"]
+    converged.pillar = site_pillar(node_assets, rootless_users=[{"name": USER, "uid": 2001}])
+    converged.write_pillar(converged.pillar)
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))

@@ -1,0 +1,310 @@
+"""
+The doctor (_modules/nvgpu_doctor.py) on a node of real files in a temporary tree: a
+healthy node gives every check ok or skip; each fault flips exactly its own check to
+fail, names its layer first, and sets the exit code; the doctor changes nothing (no
+function of tests.unit.fakes.ACTIONS, only read-only commands). The other modules are
+autospecced from the real ones and answer with the real readers where those read files.
+"""
+
+import json
+import os
+
+import nvgpu_failures
+import nvgpu_node
+import pytest
+import salt.modules.useradd
+
+from tests.unit.conftest import KERNEL
+from tests.unit.fakes import FakeSalt
+from tests.unit.loader import load, real
+
+DRIVER = "550.127.08"
+UID = 2001
+PODMAN_OUT = "podman version 4.9.4-rhel"
+SPEC = {
+    "cdiVersion": "0.5.0",
+    "kind": "nvidia.com/gpu",
+    "devices": [{"name": "all", "containerEdits": {"deviceNodes": [{"path": "/dev/nvidia0"}]}}],
+    "containerEdits": {"mounts": [{"hostPath": f"/usr/lib64/libcuda.so.{DRIVER}", "containerPath": "/usr/lib64/x"}]},
+}
+# The commands the doctor may run: each only reads.
+READ_ONLY = (("rpm", "-q"), ("/usr/bin/podman", "--version"), ("systemctl", "is-active"))
+
+
+@pytest.fixture
+def doctor(host, monkeypatch):
+    monkeypatch.setattr(nvgpu_node, "OCI_HOOK_BINARY", str(host.path(nvgpu_node.OCI_HOOK_BINARY)))
+    return load("_modules/nvgpu_doctor.py")
+
+
+@pytest.fixture
+def salt_fns(run_all):
+    toolkit, selinux, rootless = (real(f"_modules/nvgpu_{name}.py") for name in ("toolkit", "selinux", "rootless"))
+    fake = FakeSalt(toolkit, selinux, rootless, functions={"user.info": salt.modules.useradd.info}, run_all=run_all)
+    # The readers of files answer with the real functions, on the temporary tree.
+    for key in ("cdi_spec", "oci_hook", "oci_hook_content"):
+        fake.set(f"nvgpu_toolkit.{key}", getattr(toolkit, key))
+    for key in ("subids", "overlaps"):
+        fake.set(f"nvgpu_rootless.{key}", getattr(rootless, key))
+    fake.set("nvgpu_toolkit.config_value", True)
+    fake.set("nvgpu_selinux.mode", "Enforcing")
+    fake.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
+    fake.set("user.info", lambda name: {"name": name, "uid": UID, "gid": UID, "home": f"/home/{name}"}
+             if name == "alice" else {})
+    return fake
+
+
+@pytest.fixture
+def configure_loader_modules(doctor, salt_fns):
+    return {
+        doctor: {
+            "__salt__": salt_fns,
+            "__pillar__": {"gpu": {"toolkit": {"mode": "cdi"}, "rootless_users": [{"name": "alice", "uid": UID}]}},
+            "__grains__": {"kernel": "Linux"},
+            "__opts__": {"test": False},
+            "__context__": {},
+        }
+    }
+
+
+@pytest.fixture
+def node(host, run_all, which):
+    """A healthy converged node in cdi mode with one rootless user, alice."""
+    which.tools |= {"rpm", "nvidia-ctk"}
+    run_all.on("rpm", "-q", stdout=f"kernel-devel-{KERNEL}\nkernel-headers-{KERNEL}")
+    run_all.on(which.path("podman"), "--version", stdout=PODMAN_OUT)
+    host.write(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz", "")
+    host.write(f"/usr/lib64/libcuda.so.{DRIVER}", "")
+    host.load("nvidia", "nvidia_uvm")
+    host.write("/sys/module/nvidia/version", DRIVER + "\n")
+    for name in ("nvidiactl", "nvidia0", "nvidia-uvm", "nvidia-uvm-tools"):
+        os.chmod(host.write(f"/dev/{name}", ""), 0o666)
+    os.chmod(host.write("/etc/cdi/nvidia.yaml", json.dumps(SPEC)), 0o644)
+    host.write("/etc/subuid", "alice:100000:65536\nbob:165536:65536\n")
+    host.write("/etc/subgid", "alice:100000:65536\nbob:165536:65536\n")
+    return host
+
+
+def hook_mode(doctor, host):
+    doctor.__pillar__["gpu"]["toolkit"]["mode"] = "hook"
+    host.path("/etc/cdi/nvidia.yaml").unlink()
+    host.write(nvgpu_node.OCI_HOOK_PATH.removeprefix(str(host.root)),
+               json.dumps(real("_modules/nvgpu_toolkit.py").oci_hook_content(nvgpu_node.OCI_HOOK_BINARY)))
+    os.chmod(host.write(nvgpu_node.OCI_HOOK_BINARY.removeprefix(str(host.root)), "#!/bin/sh\n"), 0o755)
+
+
+def statuses(result):
+    return {check["name"]: check["status"] for check in result["checks"]}
+
+
+CDI_NAMES = ["kernel-devel", "nvidia-ko", "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
+             "fabric-manager", "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
+             "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "account:alice", "subuid:alice", "subgid:alice"]
+
+
+def test_virtual(doctor):
+    assert doctor.__virtual__() == "nvgpu_doctor"
+    doctor.__grains__["kernel"] = "Darwin"
+    assert doctor.__virtual__()[0] is False
+
+
+def test_a_healthy_node_is_ok(doctor, node, run_all, salt_fns):
+    result = doctor.run()
+    assert [check["name"] for check in result["checks"]] == CDI_NAMES
+    assert statuses(result) == {name: "skip" if name in ("fabric-manager", "oci-hook", "no-cgroups") else "ok"
+                                for name in CDI_NAMES}
+    assert result["ok"] is True and result["first_failing_layer"] is None
+    assert "retcode" not in doctor.__context__
+    for check in result["checks"]:
+        assert check["layer"] in nvgpu_failures.LAYERS and check["evidence"] and check["fix"] is None
+    mode = next(c for c in result["checks"] if c["name"] == "mode")
+    assert mode["evidence"] == "pillar gpu:toolkit:mode cdi -> cdi"
+    # Read-only: nothing that changes the node, only commands that read.
+    assert salt_fns.actions() == []
+    assert all(tuple(argv[:2]) in READ_ONLY for argv in run_all.argvs)
+
+
+def test_a_healthy_node_in_hook_mode(doctor, node, salt_fns):
+    hook_mode(doctor, node)
+    result = doctor.run()
+    assert result["ok"] is True
+    assert {name for name, status in statuses(result).items() if status == "skip"} == {
+        "fabric-manager", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
+    assert salt_fns.actions() == []
+
+
+def test_auto_mode_follows_podman(doctor, node):
+    doctor.__pillar__["gpu"]["toolkit"]["mode"] = "auto"
+    mode = next(c for c in doctor.run()["checks"] if c["name"] == "mode")
+    assert mode["evidence"] == "pillar gpu:toolkit:mode auto (Podman 4.9.4-rhel) -> cdi"
+
+
+def _missing_spec(node, **_):
+    node.path("/etc/cdi/nvidia.yaml").unlink()
+
+
+def _second_spec(node, **_):
+    node.write("/var/run/cdi/nvidia.yaml", json.dumps(SPEC))
+
+
+def _stale_spec(node, **_):
+    node.write("/etc/cdi/nvidia.yaml", json.dumps(SPEC).replace(DRIVER, "550.54.14"))
+
+
+def _nvswitch(node, which, run_all, **_):
+    node.write("/sys/bus/pci/devices/0000:05:00.0/vendor", "0x10de\n")
+    node.write("/sys/bus/pci/devices/0000:05:00.0/device", "0x22a3\n")
+    node.write("/sys/bus/pci/devices/0000:3b:00.0/vendor", "0x10de\n")  # a GPU: not a switch
+    node.write("/sys/bus/pci/devices/0000:3b:00.0/device", "0x2335\n")
+    which.tools.add("systemctl")
+    run_all.on("systemctl", "is-active", retcode=3, stdout="inactive")
+
+
+FAULTS = {
+    "kernel-devel": lambda run_all, **_: run_all.on(
+        "rpm", "-q", retcode=1, stdout=f"package kernel-devel-{KERNEL} is not installed\nkernel-headers-{KERNEL}"),
+    "nvidia-ko": lambda node, **_: node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink(),
+    "nouveau": lambda node, **_: node.load("nouveau"),
+    "nvidia-loaded": lambda node, **_: node.write("/sys/module/nvidia_uvm/initstate", "going\n"),
+    "driver-version": lambda node, **_: node.write("/usr/lib64/libcuda.so.560.35.03", ""),
+    "device-nodes": lambda node, **_: node.path("/dev/nvidia-uvm").unlink(),
+    "fabric-manager": _nvswitch,
+    "podman": lambda which, **_: which.tools.discard("podman"),
+    "toolkit": lambda which, **_: which.tools.discard("nvidia-ctk"),
+    "mode": lambda doctor, **_: doctor.__pillar__["gpu"]["toolkit"].update(mode="docker"),
+    "cdi-spec-count": _missing_spec,
+    "cdi-spec-count ": _second_spec,
+    "cdi-spec-readable": lambda node, **_: os.chmod(node.path("/etc/cdi/nvidia.yaml"), 0o600),
+    "cdi-spec-driver": _stale_spec,
+    "selinux-policy": lambda salt_fns, **_: salt_fns.set("nvgpu_selinux.policy_modules", ["container"]),
+    "account:alice": lambda salt_fns, **_: salt_fns.set("user.info", {}),
+    "subuid:alice": lambda node, **_: node.write("/etc/subuid", "bob:165536:65536\n"),
+    "subgid:alice": lambda node, **_: node.write("/etc/subgid", "alice:100000:65536\nbob:150000:65536\n"),
+    "subuid:alice ": lambda node, **_: node.write("/etc/subuid", "alice:2000:65536\n"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_fails_exactly_its_check(doctor, node, run_all, which, salt_fns, fault):
+    FAULTS[fault](node=node, run_all=run_all, which=which, salt_fns=salt_fns, doctor=doctor)
+    result = doctor.run()
+    name = fault.strip()
+    failing = [check for check in result["checks"] if check["status"] in ("fail", "warn")]
+    assert [check["name"] for check in failing] == [name]
+    check = failing[0]
+    assert check["status"] == "fail" and check["evidence"] and check["fix"]
+    assert result["ok"] is False and result["first_failing_layer"] == check["layer"]
+    assert doctor.__context__["retcode"] == 1
+    assert salt_fns.actions() == []
+
+
+HOOK_FAULTS = {
+    "oci-hook": lambda node: node.write(nvgpu_node.OCI_HOOK_PATH.removeprefix(str(node.root)), "{}"),
+    "oci-hook ": lambda node: os.unlink(nvgpu_node.OCI_HOOK_BINARY),
+    "no-cgroups": None,
+}
+
+
+@pytest.mark.parametrize("fault", HOOK_FAULTS)
+def test_each_hook_fault_fails_exactly_its_check(doctor, node, salt_fns, fault):
+    hook_mode(doctor, node)
+    if HOOK_FAULTS[fault]:
+        HOOK_FAULTS[fault](node)
+    else:
+        salt_fns.set("nvgpu_toolkit.config_value", None)
+    result = doctor.run()
+    failing = [check for check in result["checks"] if check["status"] in ("fail", "warn")]
+    assert [(c["name"], c["status"]) for c in failing] == [(fault.strip(), "fail")]
+    assert result["first_failing_layer"] == failing[0]["layer"] and failing[0]["fix"]
+
+
+def test_the_fixes_come_from_the_knowledge_base(doctor, node, run_all):
+    node.load("nouveau")
+    node.write("/usr/lib64/libcuda.so.560.35.03", "")
+    _stale_spec(node)
+    fixes = {check["name"]: check["fix"] for check in doctor.run()["checks"]}
+    assert fixes["nouveau"] == nvgpu_failures.NOUVEAU_LOADED["fix"]
+    assert fixes["driver-version"] == nvgpu_failures.RELOAD_FIX
+    assert fixes["cdi-spec-driver"] == nvgpu_failures.CDI_REGENERATE_FIX
+
+
+def test_the_first_failing_layer_is_the_lowest_check(doctor, node):
+    node.path("/etc/subuid").unlink()
+    node.load("nouveau")
+    result = doctor.run()
+    assert [c["name"] for c in result["checks"] if c["status"] == "fail"] == ["nouveau", "subuid:alice"]
+    assert result["first_failing_layer"] == "kernel-modules"
+
+
+def test_a_second_spec_names_both_and_the_winner(doctor, node):
+    _second_spec(node)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "cdi-spec-count")
+    etc, run = nvgpu_node.CDI_DIRS[0] + "/nvidia.yaml", nvgpu_node.CDI_DIRS[1] + "/nvidia.yaml"
+    assert f"{etc}, {run}; Podman uses {run}" in check["evidence"]
+    assert check["fix"].startswith(f"keep one: rm {run} ")
+
+
+def test_nothing_loaded_skips_what_needs_the_driver(doctor, node):
+    for name in ("nvidia", "nvidia_uvm"):
+        node.write(f"/sys/module/{name}/initstate", "going\n")
+    node.path("/sys/module/nvidia/version").unlink()
+    result = statuses(doctor.run())
+    assert result["nvidia-loaded"] == "fail"
+    assert result["driver-version"] == result["cdi-spec-driver"] == "skip"
+
+
+def test_no_driver_installed(doctor, node):
+    node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink()
+    node.path(f"/usr/lib64/libcuda.so.{DRIVER}").unlink()
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "nvidia-ko")
+    assert check["status"] == "fail" and "no driver installed" in check["evidence"]
+
+
+def test_an_nvswitch_with_fabric_manager_active(doctor, node, which, run_all):
+    _nvswitch(node, which, run_all)
+    run_all.on("systemctl", "is-active", stdout="active")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
+    assert check["status"] == "ok" and "1 NVSwitch (0000:05:00.0)" in check["evidence"]
+    which.tools.discard("systemctl")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
+    assert check["status"] == "skip" and "no systemctl" in check["evidence"]
+
+
+def test_skips_where_the_tool_or_layer_is_absent(doctor, node, which, salt_fns):
+    which.tools.discard("rpm")
+    salt_fns.set("nvgpu_selinux.mode", "Disabled")
+    result = statuses(doctor.run())
+    assert result["kernel-devel"] == result["selinux-mode"] == result["selinux-policy"] == "skip"
+
+
+def test_headers_missing_only_warns(doctor, node, run_all):
+    run_all.on("rpm", "-q", retcode=1, stdout=f"kernel-devel-{KERNEL}\npackage kernel-headers-{KERNEL} is not installed")
+    result = doctor.run()
+    assert statuses(result)["kernel-devel"] == "warn" and result["ok"] is True
+
+
+def test_device_nodes_closed_to_users_warn(doctor, node):
+    os.chmod(node.path("/dev/nvidia0"), 0o660)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "device-nodes")
+    assert check["status"] == "warn" and "nvidia0 0660" in check["evidence"]
+
+
+def test_hook_left_in_cdi_mode_warns(doctor, node):
+    hook_mode(doctor, node)
+    doctor.__pillar__["gpu"]["toolkit"]["mode"] = "cdi"
+    # hook_mode removed the spec: put it back
+    node.write("/etc/cdi/nvidia.yaml", json.dumps(SPEC))
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "oci-hook")
+    assert check["status"] == "warn" and "twice" in check["evidence"]
+
+
+def test_user_argument_checks_that_user_only(doctor, node, salt_fns):
+    result = doctor.run(user="carol")
+    names = [c["name"] for c in result["checks"]]
+    assert names[-3:] == ["account:carol", "subuid:carol", "subgid:carol"] and "account:alice" not in names
+    assert statuses(result)["account:carol"] == "fail"
+
+
+def test_no_users_no_user_checks(doctor, node):
+    doctor.__pillar__["gpu"]["rootless_users"] = []
+    assert not [c for c in doctor.run()["checks"] if c["layer"] == "rootless" and c["name"] != "no-cgroups"]

@@ -84,6 +84,12 @@ def _nvidia_ko(release):
     if nvgpu_node.nvidia_ko_present(release):
         return _check("nvidia-ko", "driver", "ok", f"an nvidia.ko is under {where}")
     installed = nvgpu_node.installed_driver_version()
+    if nvgpu_node.module_loaded("nvidia"):
+        # Seen on the H200 machine (Ubuntu, a kernel whose driver comes from outside
+        # /lib/modules): loaded and working, but nothing here would load it after a reboot.
+        return _check("nvidia-ko", "driver", "warn",
+                      f"nvidia is loaded but no nvidia.ko is under {where}: the next boot of this kernel "
+                      "may have no driver", f"{STATE_APPLY} (the driver stream builds it for this kernel)")
     if installed is None:
         return _check("nvidia-ko", "driver", "fail",
                       f"no nvidia.ko under {where} and no driver installed (no {nvgpu_node.DRIVER_LIB_GLOB})",
@@ -132,7 +138,8 @@ def _device_nodes(loaded):
         return _check("device-nodes", "kernel-modules", "fail",
                       f"missing in {nvgpu_node.DEV}: {', '.join(missing)}{why}", nvgpu_failures.LOAD_MODULES_FIX)
     closed = []
-    for path in nodes:
+    # MIG capability nodes (/dev/nvidia-caps/*) are 0400 by design: only the device nodes count.
+    for path in (p for p in nodes if os.path.dirname(p) == nvgpu_node.DEV):
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
         except OSError:

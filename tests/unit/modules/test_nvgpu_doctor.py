@@ -163,7 +163,6 @@ def _nvswitch(node, which, run_all, **_):
 FAULTS = {
     "kernel-devel": lambda run_all, **_: run_all.on(
         "rpm", "-q", retcode=1, stdout=f"package kernel-devel-{KERNEL} is not installed\nkernel-headers-{KERNEL}"),
-    "nvidia-ko": lambda node, **_: node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink(),
     "nouveau": lambda node, **_: node.load("nouveau"),
     "nvidia-loaded": lambda node, **_: node.write("/sys/module/nvidia_uvm/initstate", "going\n"),
     "driver-version": lambda node, **_: node.write("/usr/lib64/libcuda.so.560.35.03", ""),
@@ -253,9 +252,36 @@ def test_nothing_loaded_skips_what_needs_the_driver(doctor, node):
     assert result["driver-version"] == result["cdi-spec-driver"] == "skip"
 
 
+def test_loaded_without_a_module_file_for_this_kernel_warns(doctor, node):
+    # As on the H200 machine: the driver works, but nothing under /lib/modules would load it again.
+    node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink()
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "nvidia-ko")
+    assert check["status"] == "warn" and "next boot" in check["evidence"] and check["fix"]
+    assert result["ok"] is True and "retcode" not in doctor.__context__
+
+
+def test_no_module_file_and_not_loaded_fails(doctor, node):
+    node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink()
+    for name in ("nvidia_uvm", "nvidia"):
+        node.write(f"/sys/module/{name}/initstate", "going\n")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "nvidia-ko")
+    assert check["status"] == "fail" and "is installed" in check["evidence"]
+
+
+def test_mig_capability_nodes_are_not_device_nodes(doctor, node):
+    # /dev/nvidia-caps/* are 0400 by design (seen on the H200 machine); they are no reason to warn.
+    node.write("/dev/nvidia-caps/nvidia-cap1", "")
+    os.chmod(node.path("/dev/nvidia-caps/nvidia-cap1"), 0o400)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "device-nodes")
+    assert check["status"] == "ok"
+
+
 def test_no_driver_installed(doctor, node):
     node.path(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz").unlink()
     node.path(f"/usr/lib64/libcuda.so.{DRIVER}").unlink()
+    for name in ("nvidia_uvm", "nvidia"):
+        node.write(f"/sys/module/{name}/initstate", "going\n")
     check = next(c for c in doctor.run()["checks"] if c["name"] == "nvidia-ko")
     assert check["status"] == "fail" and "no driver installed" in check["evidence"]
 

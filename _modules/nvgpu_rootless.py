@@ -11,6 +11,7 @@ The ``nvgpu.subids_present`` state reads and changes the node through these.
 """
 
 import nvgpu_node
+import salt.utils.path
 from salt.exceptions import SaltInvocationError
 
 __virtualname__ = "nvgpu_rootless"
@@ -104,3 +105,29 @@ def set_subids(name, start, count=65536, kind="subuid"):
         "check that the user exists and that shadow-utils' usermod supports --add-subuids (RHEL 8+)",
     )
     return subids(name, kind)
+
+
+def migrate(name):
+    """
+    Make user ``name``'s rootless Podman take its new subordinate id ranges:
+    ``podman system migrate`` as that user (what Podman's documentation asks for after
+    /etc/subuid or /etc/subgid changed; without it the user's containers can fail with
+    "cannot set user namespace"). Returns False where Podman is not installed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.migrate gpuuser
+    """
+    podman = salt.utils.path.which("podman")
+    if not podman:
+        return False
+    home = (__salt__["user.info"](name) or {}).get("home") or "/"
+
+    def as_user(argv, **kwargs):
+        return __salt__["cmd.run_all"](argv, runas=name, cwd=home, env={"HOME": home}, clean_env=True, **kwargs)
+
+    nvgpu_node.run_checked(as_user, [podman, "system", "migrate"], f"making Podman of {name} use its new id ranges",
+                           f"run podman system migrate as {name}")
+    return True

@@ -513,6 +513,8 @@ def subids_present(name, start=None, count=65536):
             changes[kind] = {"old": cur, "new": [{"start": new_start, "count": count}]}
             if not __opts__["test"]:
                 __salt__["nvgpu_rootless.set_subids"](name, new_start, count, kind=kind)
+        if changes and not __opts__["test"]:
+            __salt__["nvgpu_rootless.migrate"](name)
     except (CommandExecutionError, SaltInvocationError, OSError, ValueError) as err:
         return nvgpu_state.failed(ret, f"Setting subordinate id ranges of {name} failed: {err}", changes)
     if not changes:

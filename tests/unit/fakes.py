@@ -33,6 +33,7 @@ ACTIONS = frozenset(
         "nvgpu_selinux.install_policy",
         "nvgpu_selinux.relabel",
         "nvgpu_rootless.set_subids",
+        "nvgpu_rootless.migrate",
         "dnf_module.install",
         "dnf_module.reset",
         "dnf_module.switch_to",

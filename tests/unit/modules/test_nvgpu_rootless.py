@@ -5,6 +5,7 @@ read as real files in a temporary tree; changed only through ``usermod``, which 
 """
 
 import pytest
+import salt.modules.useradd
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.unit.fakes import FakeSalt
@@ -23,7 +24,7 @@ def rootless(host):
 def configure_loader_modules(rootless, run_all):
     return {
         rootless: {
-            "__salt__": FakeSalt(run_all=run_all),
+            "__salt__": FakeSalt(functions={"user.info": salt.modules.useradd.info}, run_all=run_all),
             "__grains__": {"kernel": "Linux"},
             "__opts__": {"test": False},
             "__context__": {},
@@ -125,3 +126,19 @@ class TestSetSubids:
         with pytest.raises(CommandExecutionError) as err:
             rootless.set_subids("nobody2", 100000)
         assert "does not exist" in str(err.value) and "--add-subuids" in str(err.value)
+
+
+class TestMigrate:
+    def test_runs_podman_as_the_user_in_its_home(self, rootless, run_all, which):
+        which.tools.add("podman")
+        rootless.__salt__.set("user.info", {"home": "/home/gpuuser", "uid": 2001})
+        run_all.on(which.path("podman"), "system", "migrate")
+        assert rootless.migrate("gpuuser") is True
+        (argv, kwargs), = run_all.calls
+        assert argv == [which.path("podman"), "system", "migrate"]
+        assert kwargs["runas"] == "gpuuser" and kwargs["cwd"] == "/home/gpuuser" and kwargs["clean_env"] is True
+
+    def test_without_podman_runs_nothing(self, rootless, run_all, which):
+        which.tools.discard("podman")
+        assert rootless.migrate("gpuuser") is False
+        assert run_all.calls == []

@@ -700,6 +700,7 @@ class TestSubidsPresent:
         mods.set("nvgpu_rootless.subids", [])
         mods.set("nvgpu_rootless.free_subid_start", 165536)
         mods.set("nvgpu_rootless.set_subids", [{"start": 165536, "count": 65536}])
+        mods.set("nvgpu_rootless.migrate", True)
         ret = st.subids_present("gpuuser")
         assert ret["changes"] == {
             "subuid": {"old": [], "new": [{"start": 165536, "count": 65536}]},
@@ -710,11 +711,15 @@ class TestSubidsPresent:
             (("gpuuser", 165536, 65536), {"kind": "subuid"}),
             (("gpuuser", 165536, 65536), {"kind": "subgid"}),
         ]
+        # Once, after both files: rootless Podman takes the new ranges.
+        assert mods.actions()[-1] == "nvgpu_rootless.migrate"
+        assert mods.called("nvgpu_rootless.migrate") == [(("gpuuser",), {})]
 
     def test_range_too_small_is_replaced(self, st, mods):
         mods.set("nvgpu_rootless.subids", [{"start": 100000, "count": 1000}], [{"start": 100000, "count": 65536}])
         mods.set("nvgpu_rootless.free_subid_start", 300000)
         mods.set("nvgpu_rootless.set_subids", [])
+        mods.set("nvgpu_rootless.migrate", True)
         ret = st.subids_present("gpuuser", count="65536")
         assert ret["changes"] == {
             "subuid": {"old": [{"start": 100000, "count": 1000}], "new": [{"start": 300000, "count": 65536}]}}

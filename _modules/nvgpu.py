@@ -527,14 +527,7 @@ def run_vector_add(
         uid, gid = info["uid"], info["gid"]
         argv.extend(["--user", f"{uid}:{gid}"])
         argv.extend(_ROOTLESS_FLAGS)
-        home = info.get("home") or "/"
-        env = {"HOME": home}
-        runtime_dir = f"/run/user/{uid}"
-        if os.path.isdir(runtime_dir):
-            env["XDG_RUNTIME_DIR"] = runtime_dir
-        # clean_env: the user's login environment only; root's XDG_RUNTIME_DIR and
-        # friends would point rootless Podman at root's storage.
-        run_kwargs.update(runas=user, env=env, clean_env=True, cwd=home if os.path.isdir(home) else "/")
+        run_kwargs.update(nvgpu_node.user_run_kwargs(user, info))
     if mode == "cdi":
         argv.extend(["--device", "nvidia.com/gpu=all"])
     argv.append(image)

@@ -123,10 +123,10 @@ def migrate(name):
     podman = salt.utils.path.which("podman")
     if not podman:
         return False
-    home = (__salt__["user.info"](name) or {}).get("home") or "/"
+    as_user_kwargs = nvgpu_node.user_run_kwargs(name, __salt__["user.info"](name) or {})
 
     def as_user(argv, **kwargs):
-        return __salt__["cmd.run_all"](argv, runas=name, cwd=home, env={"HOME": home}, clean_env=True, **kwargs)
+        return __salt__["cmd.run_all"](argv, **as_user_kwargs, **kwargs)
 
     nvgpu_node.run_checked(as_user, [podman, "system", "migrate"], f"making Podman of {name} use its new id ranges",
                            f"run podman system migrate as {name}")

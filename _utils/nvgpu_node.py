@@ -216,6 +216,21 @@ def run_checked(run_all, argv, what, fix=None, diagnosis=None):
     return ret
 
 
+def user_run_kwargs(name, info):
+    """
+    ``cmd.run_all`` options that run a command as user ``name`` (``info``: its
+    ``user.info``) the way rootless Podman needs: in its home, with its runtime dir where
+    one exists, and with only its own environment (root's XDG_RUNTIME_DIR and friends
+    would point rootless Podman at root's storage).
+    """
+    home = info.get("home") or "/"
+    env = {"HOME": home}
+    runtime_dir = f"/run/user/{info.get('uid')}"
+    if info.get("uid") is not None and os.path.isdir(runtime_dir):
+        env["XDG_RUNTIME_DIR"] = runtime_dir
+    return {"runas": name, "env": env, "clean_env": True, "cwd": home if os.path.isdir(home) else "/"}
+
+
 # ---------------------------------------------------------------------------
 # Kernel modules and the driver
 # ---------------------------------------------------------------------------

@@ -129,14 +129,17 @@ class TestSetSubids:
 
 
 class TestMigrate:
-    def test_runs_podman_as_the_user_in_its_home(self, rootless, run_all, which):
+    def test_runs_podman_as_the_user_in_its_home(self, rootless, run_all, which, tmp_path):
         which.tools.add("podman")
-        rootless.__salt__.set("user.info", {"home": "/home/gpuuser", "uid": 2001})
+        home = tmp_path / "home" / "gpuuser"
+        home.mkdir(parents=True)
+        rootless.__salt__.set("user.info", {"home": str(home), "uid": 2001})
         run_all.on(which.path("podman"), "system", "migrate")
         assert rootless.migrate("gpuuser") is True
         (argv, kwargs), = run_all.calls
         assert argv == [which.path("podman"), "system", "migrate"]
-        assert kwargs["runas"] == "gpuuser" and kwargs["cwd"] == "/home/gpuuser" and kwargs["clean_env"] is True
+        assert kwargs["runas"] == "gpuuser" and kwargs["cwd"] == str(home) and kwargs["clean_env"] is True
+        assert kwargs["env"]["HOME"] == str(home)
 
     def test_without_podman_runs_nothing(self, rootless, run_all, which):
         which.tools.discard("podman")

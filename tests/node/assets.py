@@ -75,9 +75,11 @@ def build_assets():
     root = HOME / f"assets-{_source_digest()}"
     assets = Assets(root)
     if not (root / ".complete").exists():
-        # Trees of older sources, unless a run elsewhere may still be using them.
+        # Trees of older sources that no run has used for a day (each use touches its
+        # tree's `.used`): several checkouts (worktrees) may test side by side.
         for stale in HOME.glob("assets-*"):
-            if time.time() - stale.stat().st_mtime > 3600:
+            used = stale / ".used"
+            if time.time() - (used if used.exists() else stale).stat().st_mtime > 86400:
                 shutil.rmtree(stale, ignore_errors=True)
         root.mkdir(parents=True)
         gnupg = _make_gpg_key(assets)
@@ -85,6 +87,7 @@ def build_assets():
         _build_image(assets)
         _build_policy(assets)
         (root / ".complete").write_text("ok\n")
+    (root / ".used").touch()
     ensure_registry(assets)
     _push_image(assets)
     return assets

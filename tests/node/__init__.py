@@ -1,4 +1,4 @@
-"""The simulated RHEL 8 GPU node (see README.md beside this file)."""
+"""The simulated RHEL 8 or 9 GPU node (see README.md beside this file)."""
 
 import hashlib
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .assets import HOME, KERNEL_RELEASE, Assets, build_assets, site_pillar  # noqa: F401
+from .assets import DEFAULT_RELEASE, HOME, KERNEL_RELEASE, RELEASES, STANDIN, Assets, build_assets, site_pillar  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -47,9 +47,10 @@ class SaltResult:
 class Node:
     """One simulated node: its directory holds everything it changed."""
 
-    def __init__(self, root, assets):
+    def __init__(self, root, assets, release=DEFAULT_RELEASE):
         self.root = Path(root)
         self.assets = assets
+        self.release = RELEASES[release]
         # Host directories seen as they are inside the node, never part of its layers:
         # the checkout and the venv running the tests (see `enter`).
         self.host_paths = [REPO] + ([Path(sys.prefix)] if sys.prefix != sys.base_prefix else [])
@@ -57,11 +58,13 @@ class Node:
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def create(cls, assets, name=None):
-        """A fresh node, copied from the assets' golden node (built on first use)."""
-        golden = Path(assets.root) / "golden-node"
+    def create(cls, assets, name=None, release=DEFAULT_RELEASE):
+        """A fresh node of RHEL `release` ("8": 8.9, "9": 9.6), copied from the assets'
+        golden node of that release (built on first use)."""
+        rel = RELEASES[release]
+        golden = Path(assets.root) / ("golden-node" if release == DEFAULT_RELEASE else f"golden-node-{rel.dist}")
         if not (golden / ".complete").exists():
-            _build_golden(assets, golden)
+            _build_golden(assets, golden, rel)
         root = HOME / "nodes" / (name or uuid.uuid4().hex[:12])
         if root.exists():
             shutil.rmtree(root)
@@ -77,9 +80,9 @@ class Node:
             "states_dirs": [str(REPO / "_states")],
             "grains_dirs": [str(REPO / "_grains")],
             "utils_dirs": [str(REPO / "_utils")],
-            "grains": {"kernelrelease": KERNEL_RELEASE},
+            "grains": {"kernelrelease": rel.kernel_release},
         }))
-        return cls(root, assets)
+        return cls(root, assets, release)
 
     def destroy(self):
         shutil.rmtree(self.root, ignore_errors=True)
@@ -136,7 +139,8 @@ class Node:
 
     def provision(self, stream="latest-dkms", toolkit=True, loaded=True, podman=True):
         """The guide by hand, with plain dnf: a node ready for the execution module."""
-        self.dnf("install", f"kernel-devel-{KERNEL_RELEASE}", f"kernel-headers-{KERNEL_RELEASE}")
+        kernel = self.release.kernel_release
+        self.dnf("install", f"kernel-devel-{kernel}", f"kernel-headers-{kernel}")
         self.add_repos()
         self.dnf("module", "install", f"nvidia-driver:{stream}/default")
         self.run(["modprobe", "-r", "nouveau"], check=True)
@@ -151,7 +155,7 @@ class Node:
     def add_repos(self):
         """The CUDA and toolkit repos, as an administrator would add them."""
         for name in ("cuda", "toolkit"):
-            self.write_file(f"/etc/yum.repos.d/nvgpu-{name}.repo", _repo_file(self.assets, name))
+            self.write_file(f"/etc/yum.repos.d/nvgpu-{name}.repo", _repo_file(self.assets, name, self.release))
 
     def add_user(self, name, uid=2001):
         """A real local user for rootless Podman, with subordinate id ranges."""
@@ -159,6 +163,18 @@ class Node:
         start = 100000 + (uid - 2000) * 65536
         self.run(["usermod", "--add-subuids", f"{start}-{start + 65535}",
                   "--add-subgids", f"{start}-{start + 65535}", name], check=True)
+
+    def set_selinux(self, mode):
+        """SELinux on (`Enforcing` or `Permissive`), as the node's tools report it.
+
+        This machine's kernel has SELinux off, so the real getenforce, getsebool and
+        setsebool say "disabled". Stand-ins for the three go first on PATH
+        (/usr/local/sbin): getenforce says `mode`; getsebool and setsebool act on the
+        booleans the installed policy packages define (see nvstandin). semodule and
+        restorecon stay the real tools on the real policy store."""
+        self.write_file("/usr/local/sbin/getenforce", f"#!/bin/sh\necho {mode}\n", mode=0o755)
+        for tool in ("getsebool", "setsebool"):
+            self.run(["install", "-D", "-m", "755", STANDIN, f"/usr/local/sbin/{tool}"], check=True)
 
     def reboot(self):
         """What a reboot forgets: loaded modules and the device nodes they created."""
@@ -185,19 +201,19 @@ class Node:
         return result
 
 
-def _repo_file(assets, name):
+def _repo_file(assets, name, release):
     return textwrap.dedent(f"""\
         [nvgpu-{name}]
         name=nvgpu stand-in {name} repository
-        baseurl={assets.repo_url(name)}
+        baseurl={assets.repo_url(name, release.major)}
         enabled=1
         gpgcheck=1
         gpgkey=file://{assets.os_gpgkey if name == "baseos" else assets.gpgkey}
         """)
 
 
-def _build_golden(assets, golden):
-    """A fresh RHEL 8.9 install with an NVIDIA GPU: nouveau bound, nothing else done."""
+def _build_golden(assets, golden, rel):
+    """A fresh RHEL install of `rel` with an NVIDIA GPU: nouveau bound, nothing else done."""
     if golden.exists():
         shutil.rmtree(golden)
     for layer in LAYERS:
@@ -206,7 +222,7 @@ def _build_golden(assets, golden):
     (golden / "tmp").mkdir(mode=0o1777)
     (golden / "tmp").chmod(0o1777)
     (golden / "sys-module" / "nouveau").mkdir(parents=True)
-    (golden / "osrelease").write_text(KERNEL_RELEASE + "\n")
+    (golden / "osrelease").write_text(rel.kernel_release + "\n")
     dev = golden / "dev"
     for sub in ("pts", "shm", "mqueue", "net"):
         (dev / sub).mkdir(parents=True, exist_ok=True)
@@ -220,10 +236,10 @@ def _build_golden(assets, golden):
     etc = golden / "etc.upper"
     files = {
         "dnf/dnf.conf": "[main]\ngpgcheck=1\ninstallonly_limit=3\nclean_requirements_on_remove=True\n"
-                        "best=True\nskip_if_unavailable=False\nmodule_platform_id=platform:el8\n",
+                        f"best=True\nskip_if_unavailable=False\nmodule_platform_id={rel.platform}\n",
         # Debian's rpm keeps its database in ~/.rpmdb; RHEL's is /var/lib/rpm.
         "rpm/macros.dbpath": "%_dbpath /var/lib/rpm\n",
-        "yum.repos.d/nvgpu-baseos.repo": _repo_file(assets, "baseos"),
+        "yum.repos.d/nvgpu-baseos.repo": _repo_file(assets, "baseos", rel),
         # This machine's kernel: runc (crun refuses its cgroups), rlimits it accepts.
         "containers/containers.conf": textwrap.dedent("""\
             [containers]
@@ -247,10 +263,11 @@ def _build_golden(assets, golden):
     for whiteout in ("usr.upper/bin/podman", "etc.upper/debian_version"):
         (golden / whiteout).parent.mkdir(parents=True, exist_ok=True)
         os.mknod(golden / whiteout, stat.S_IFCHR, os.makedev(0, 0))
-    node = Node(golden, assets)
-    node.run(["dnf", "-y", "-q", "--releasever=8", "install", "redhat-release", "bash", "kmod", "dracut"], check=True)
+    node = Node(golden, assets, rel.major)
+    node.run(["dnf", "-y", "-q", f"--releasever={rel.major}", "install", "redhat-release", "bash", "kmod", "dracut"],
+             check=True)
     # The installed kernel's initramfs, as its package's scriptlet builds it: no blacklist yet.
-    node.run(["dracut", "-f", "--kver", KERNEL_RELEASE], check=True)
+    node.run(["dracut", "-f", "--kver", rel.kernel_release], check=True)
     shutil.rmtree(golden / "tmp")
     (golden / "tmp").mkdir(mode=0o1777)
     (golden / "tmp").chmod(0o1777)

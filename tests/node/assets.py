@@ -2,10 +2,11 @@
 
 - a GPG key, and stand-in RPMs built with rpmbuild and signed with it, so that
   dnf really checks signatures (gpgcheck=1);
-- three local repos like a RHEL GPU node sees: `baseos` (OS packages and the
-  container-tools module), `cuda` (the nvidia-driver module streams and cuda) and
+- three local repos like a RHEL GPU node sees: `baseos` (OS packages and, on RHEL 8,
+  the container-tools module), `cuda` (the nvidia-driver module streams and cuda) and
   `toolkit` (nvidia-container-toolkit), each with createrepo_c metadata and,
-  where there are streams, a modules.yaml;
+  where there are streams, a modules.yaml; `baseos` and `cuda` once per RHEL release
+  (RELEASES), `toolkit` once (NVIDIA's toolkit repo serves every release);
 - the stand-in cuda-vector-add image, pushed to a real image registry on
   127.0.0.1:5000 (docker-registry).
 """
@@ -18,12 +19,58 @@ import subprocess
 import tarfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HOME = Path(os.environ.get("NVGPU_NODE_HOME", "/srv/nvgpu"))
-KERNEL = "4.18.0-513.24.1.el8_9"
-KERNEL_RELEASE = f"{KERNEL}.x86_64"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a simulated node of one RHEL release is made of."""
+
+    major: str
+    version: str                   # VERSION_ID in /etc/os-release
+    codename: str
+    kernel: str                    # the kernel package's version-release (uname -r without the arch)
+    podman: tuple                  # (version, release)
+    container_selinux: tuple       # (version, release)
+    # The SELinux booleans its container-selinux defines: (name, default, description),
+    # as `semanage boolean -l` shows them (container-selinux's container.te).
+    booleans: tuple
+    container_tools: str = None    # the container-tools module stream (RHEL 8 only)
+
+    @property
+    def dist(self):
+        return f"el{self.major}"
+
+    @property
+    def platform(self):
+        return f"platform:el{self.major}"
+
+    @property
+    def kernel_release(self):
+        return f"{self.kernel}.x86_64"
+
+
+_CONTAINER_BOOLEANS = (
+    ("container_manage_cgroup", "off", "Allow containers to manage cgroups"),
+    ("container_use_devices", "off", "Allow containers to use any device volume mounted into container"),
+)
+RELEASES = {
+    # RHEL 8.9: container-selinux 2.221 (8.10's 2.229 too) has no container_use_xserver_devices.
+    "8": Release("8", "8.9", "Ootpa", "4.18.0-513.24.1.el8_9", ("4.3.1", "1.module+el8.9.0"),
+                 ("2.221.0", "1.module+el8.9.0"), _CONTAINER_BOOLEANS, container_tools="rhel8"),
+    # RHEL 9.6: container-selinux 2.237.0, which has the boolean since 2.232.0
+    # (containers/container-selinux#306); Podman as a plain package, no container-tools module.
+    "9": Release("9", "9.6", "Plow", "5.14.0-570.12.1.el9_6", ("5.4.0", "1.el9"), ("2.237.0", "1.el9_6"),
+                 _CONTAINER_BOOLEANS + (("container_use_xserver_devices", "off",
+                                         "Allow containers to use any xserver device"),)),
+}
+DEFAULT_RELEASE = "8"
+KERNEL = RELEASES[DEFAULT_RELEASE].kernel
+KERNEL_RELEASE = RELEASES[DEFAULT_RELEASE].kernel_release
 # Driver version of each nvidia-driver stream, and the kmod package that builds it.
 STREAMS = {
     "latest-dkms": ("580.105.08", "kmod-nvidia-latest-dkms"),
@@ -34,7 +81,7 @@ STREAMS = {
 DEFAULT_STREAM = "latest-dkms"
 CUDA_VERSION = "12.4.1"
 TOOLKIT_VERSION = "1.17.8"
-PODMAN_VERSION = "4.3.1"
+PODMAN_VERSION = RELEASES[DEFAULT_RELEASE].podman[0]
 REGISTRY = "127.0.0.1:5000"
 IMAGE = "localhost:5000/nvgpu/cuda-vector-add:v0.1"
 # Two signers, as on a real node: the OS vendor's key signs baseos, NVIDIA's key signs the
@@ -57,8 +104,11 @@ class Assets:
         self.image = IMAGE
         self.policy = self.root / "nvidia-container.pp"
 
-    def repo_url(self, name):
-        return f"file://{self.repos / name}"
+    def repo_url(self, name, release=DEFAULT_RELEASE):
+        """The repo of one release; RHEL 8's are at the top (`toolkit` serves every release)."""
+        if release == DEFAULT_RELEASE or name == "toolkit":
+            return f"file://{self.repos / name}"
+        return f"file://{self.repos / RELEASES[release].dist / name}"
 
 
 def _source_digest():
@@ -155,7 +205,7 @@ class Package:
         return "\n".join(lines) + "\n"
 
     def build(self, workdir, outdir):
-        stage = workdir / f"stage-{self.name}-{self.version}-{self.arch}"
+        stage = workdir / f"stage-{self.name}-{self.version}-{self.release}-{self.arch}"
         stage.mkdir(parents=True)
         for path, content in self.files.items():
             target = stage / path.lstrip("/")
@@ -168,16 +218,16 @@ class Package:
             else:
                 target.write_text(content)
                 target.chmod(0o755 if "/bin/" in path or "/sbin/" in path else 0o644)
-        spec = workdir / f"{self.name}-{self.version}.spec"
+        spec = workdir / f"{self.name}-{self.version}-{self.release}.spec"
         spec.write_text(self.spec(stage))
         run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {workdir / 'rpmbuild'}",
              "--define", f"_rpmdir {outdir}", "--define", "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm",
              str(spec)])
 
 
-def _driver_packages(stream, version, kmod):
+def _driver_packages(stream, version, kmod, dist="el8"):
     epoch = "3"
-    same = f"= {epoch}:{version}-1.el8"
+    same = f"= {epoch}:{version}-1.{dist}"
     lib = f"nvgpu-standin driver library {{}} version={version}\n"
     libs = {f"/usr/lib64/libcuda.so.{version}": lib.format("libcuda"),
             "/usr/lib64/libcuda.so.1": ("symlink", f"libcuda.so.{version}"),
@@ -188,7 +238,7 @@ def _driver_packages(stream, version, kmod):
     firmware = {f"/usr/lib/firmware/nvidia/{version}/gsp_ga10x.bin": f"gsp firmware {version}\n",
                 f"/usr/lib/firmware/nvidia/{version}/gsp_tu10x.bin": f"gsp firmware {version}\n"}
     dkms_src = {f"/usr/src/nvidia-{version}/dkms.conf": f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{version}"\n'}
-    common = dict(epoch=epoch)
+    common = dict(epoch=epoch, release=f"1.{dist}")
     return [
         Package("nvidia-driver", version, files=firmware, requires=[f"nvidia-driver-cuda-libs {same}"], **common),
         Package("nvidia-driver-cuda-libs", version, files=libs, **common),
@@ -220,38 +270,60 @@ def _defaults(name, stream, profile):
             f"  profiles:\n    {stream}: [{profile}]\n...\n")
 
 
-def _base_packages():
-    kernel_dir = f"/usr/src/kernels/{KERNEL_RELEASE}"
-    os_release = textwrap.dedent("""\
+# Versions of the OS packages that differ per release: {name: {major: (version, release)}}.
+_OS_PACKAGES = {
+    "dkms": {"8": ("3.0.12", "1.el8"), "9": ("3.1.5", "1.el9")},
+    "kmod": {"8": ("25", "20.el8"), "9": ("28", "10.el9")},
+    "bash": {"8": ("4.4.20", "4.el8_6"), "9": ("5.1.8", "9.el9")},
+    "dracut": {"8": ("049", "228.git20230802.el8"), "9": ("057", "87.git20250311.el9_6")},
+    "policycoreutils-python-utils": {"8": ("2.9", "24.el8"), "9": ("3.6", "2.1.el9")},
+}
+# Where the stand-in SELinux tools read which booleans the installed policy defines
+# (a real policy package carries them inside its .pp; see nvstandin's getsebool).
+SELINUX_BOOLEANS_DIR = "/usr/share/nvgpu-standin/selinux-booleans"
+
+
+def _base_packages(rel):
+    kernel_dir = f"/usr/src/kernels/{rel.kernel_release}"
+    os_release = textwrap.dedent(f"""\
         NAME="Red Hat Enterprise Linux"
-        VERSION="8.9 (Ootpa)"
+        VERSION="{rel.version} ({rel.codename})"
         ID="rhel"
         ID_LIKE="fedora"
-        VERSION_ID="8.9"
-        PLATFORM_ID="platform:el8"
-        PRETTY_NAME="Red Hat Enterprise Linux 8.9 (Ootpa)"
+        VERSION_ID="{rel.version}"
+        PLATFORM_ID="{rel.platform}"
+        PRETTY_NAME="Red Hat Enterprise Linux {rel.version} ({rel.codename})"
         """)
-    release = "Red Hat Enterprise Linux release 8.9 (Ootpa)\n"
+    release = f"Red Hat Enterprise Linux release {rel.version} ({rel.codename})\n"
+    version, kernel_release = rel.kernel.split("-", 1)
+
+    def os_package(name, **kwargs):
+        return Package(name, *_OS_PACKAGES[name][rel.major], **kwargs)
+
     packages = [
-        Package("redhat-release", "8.9", "0.5.el8", files={
+        Package("redhat-release", rel.version, f"0.5.{rel.dist}", files={
             "/etc/os-release": os_release, "/etc/redhat-release": release, "/etc/system-release": release},
-            provides=["system-release(releasever) = 8", "system-release = 8.9", "redhat-release = 8.9"]),
-        Package("kernel-devel", KERNEL.rsplit("-", 1)[0], KERNEL.split("-", 1)[1],
-                files={f"{kernel_dir}/Makefile": f"# kernel {KERNEL_RELEASE}\n"}, provides=["installonlypkg(kernel)"]),
-        Package("kernel-headers", KERNEL.rsplit("-", 1)[0], KERNEL.split("-", 1)[1],
-                files={"/usr/include/linux/version.h": f"/* {KERNEL_RELEASE} */\n"}),
-        Package("dkms", "3.0.12", "1.el8", arch="noarch", files={
-            "/usr/sbin/dkms": STANDIN, "/usr/sbin/dkms-remove": STANDIN}),
-        Package("kmod", "25", "20.el8", files={"/usr/sbin/modprobe": STANDIN}),
+            provides=[f"system-release(releasever) = {rel.major}", f"system-release = {rel.version}",
+                      f"redhat-release = {rel.version}"]),
+        Package("kernel-devel", version, kernel_release,
+                files={f"{kernel_dir}/Makefile": f"# kernel {rel.kernel_release}\n"}, provides=["installonlypkg(kernel)"]),
+        Package("kernel-headers", version, kernel_release,
+                files={"/usr/include/linux/version.h": f"/* {rel.kernel_release} */\n"}),
+        os_package("dkms", arch="noarch", files={"/usr/sbin/dkms": STANDIN, "/usr/sbin/dkms-remove": STANDIN}),
+        os_package("kmod", files={"/usr/sbin/modprobe": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
-        Package("bash", "4.4.20", "4.el8_6", provides=["/bin/sh", "/bin/bash"]),
-        Package("dracut", "049", "228.git20230802.el8", files={"/usr/bin/dracut": STANDIN,
-                                                                 "/usr/bin/lsinitrd": STANDIN}),
+        os_package("bash", provides=["/bin/sh", "/bin/bash"]),
+        os_package("dracut", files={"/usr/bin/dracut": STANDIN, "/usr/bin/lsinitrd": STANDIN}),
+        # semanage (Salt's selinux module needs it); `boolean -l` is a stand-in (nvstandin).
+        os_package("policycoreutils-python-utils", arch="noarch", files={"/usr/sbin/semanage": STANDIN}),
     ]
-    podman = Package("podman", PODMAN_VERSION, "1.module+el8.9.0", epoch="3", files={
+    booleans = "".join(f"{name} {default} {text}\n" for name, default, text in rel.booleans)
+    container_selinux = Package("container-selinux", *rel.container_selinux, epoch="2", arch="noarch", files={
+        f"{SELINUX_BOOLEANS_DIR}/container": booleans})
+    podman = Package("podman", rel.podman[0], rel.podman[1], epoch="3", requires=["container-selinux"], files={
         "/usr/bin/podman": "#!/bin/sh\n# The machine's real Podman (see tests/node/enter).\n"
                            "exec /run/nvgpu-host/podman \"$@\"\n"})
-    return packages, podman
+    return packages, podman, container_selinux
 
 
 def _toolkit_packages():
@@ -294,47 +366,56 @@ def _toolkit_packages():
 
 def _build_repos(assets, gnupg):
     work = assets.root / "build"
-    base, podman = _base_packages()
-    repos = {"baseos": base + [podman], "cuda": [], "toolkit": _toolkit_packages()}
-    modules = {"baseos": _modulemd("container-tools", "rhel8", 8090020231201000000,
-                                   {"common": ["podman"]}, [podman], "Most recent (rolling) versions of podman")
-               + _defaults("container-tools", "rhel8", "common")}
-    cuda_modules = []
-    seen = set()
-    for stream, (version, kmod) in STREAMS.items():
-        packages = _driver_packages(stream, version, kmod)
-        cuda_modules.append(_modulemd(
-            "nvidia-driver", stream, 8000020240101000000 + len(cuda_modules), {
-                "default": [p.name for p in packages],
-                "fm": [p.name for p in packages]}, packages, f"Nvidia driver for {stream} branch"))
-        for package in packages:
-            if package.nevra not in seen:
-                seen.add(package.nevra)
-                repos["cuda"].append(package)
-    repos["cuda"].append(Package("cuda", CUDA_VERSION, "1", files={
-        "/usr/local/cuda-12.4/version.json": f'{{"cuda": {{"version": "{CUDA_VERSION}"}}}}\n',
-        "/usr/local/cuda": ("symlink", "cuda-12.4")}))
-    modules["cuda"] = "".join(cuda_modules) + _defaults("nvidia-driver", DEFAULT_STREAM, "default")
-
+    repos, modules = {"toolkit": _toolkit_packages()}, {}
+    for major, rel in RELEASES.items():
+        prefix = "" if major == DEFAULT_RELEASE else f"{rel.dist}/"
+        base, podman, container_selinux = _base_packages(rel)
+        repos[prefix + "baseos"] = base + [podman, container_selinux]
+        if rel.container_tools:
+            modules[prefix + "baseos"] = (
+                _modulemd("container-tools", rel.container_tools, 8090020231201000000,
+                          {"common": ["podman", "container-selinux"]}, [podman, container_selinux],
+                          "Most recent (rolling) versions of podman")
+                + _defaults("container-tools", rel.container_tools, "common"))
+        repos[prefix + "cuda"], modules[prefix + "cuda"] = _cuda_repo(rel)
     for name, packages in repos.items():
         outdir = assets.repos / name
         outdir.mkdir(parents=True)
         for package in packages:
-            package.build(work, outdir)
+            package.build(work / name, outdir)
         rpms = sorted(str(p) for p in outdir.rglob("*.rpm"))
-        signer = OS_GPG_NAME if name == "baseos" else GPG_NAME
+        signer = OS_GPG_NAME if name.endswith("baseos") else GPG_NAME
         run(["rpmsign", "--addsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_name {signer}",
              "--define", "_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback --passphrase ''", *rpms],
             env=dict(os.environ, GNUPGHOME=str(gnupg)))
         run(["createrepo_c", "--quiet", str(outdir)])
         if name in modules:
-            modules_file = work / f"{name}-modules.yaml"
+            modules_file = work / f"{name.replace('/', '-')}-modules.yaml"
             modules_file.write_text(modules[name])
             run(["modifyrepo_c", "--mdtype=modules", str(modules_file), str(outdir / "repodata")])
         # Signed metadata too, so that repo_gpgcheck=1 (NVIDIA's repos use it) is checked for real.
         run(["gpg", "--batch", "--yes", "--detach-sign", "--armor", "--local-user", signer,
              str(outdir / "repodata" / "repomd.xml")], env=dict(os.environ, GNUPGHOME=str(gnupg)))
     shutil.rmtree(work)
+
+
+def _cuda_repo(rel):
+    """NVIDIA's CUDA repo of one release: the nvidia-driver streams (RHEL 8 and 9 alike) and cuda."""
+    packages, module_docs, seen = [], [], set()
+    for stream, (version, kmod) in STREAMS.items():
+        stream_packages = _driver_packages(stream, version, kmod, rel.dist)
+        module_docs.append(_modulemd(
+            "nvidia-driver", stream, int(rel.major) * 1000000000000000000 + 20240101000000 + len(module_docs), {
+                "default": [p.name for p in stream_packages],
+                "fm": [p.name for p in stream_packages]}, stream_packages, f"Nvidia driver for {stream} branch"))
+        for package in stream_packages:
+            if package.nevra not in seen:
+                seen.add(package.nevra)
+                packages.append(package)
+    packages.append(Package("cuda", CUDA_VERSION, "1", files={
+        "/usr/local/cuda-12.4/version.json": f'{{"cuda": {{"version": "{CUDA_VERSION}"}}}}\n',
+        "/usr/local/cuda": ("symlink", "cuda-12.4")}))
+    return packages, "".join(module_docs) + _defaults("nvidia-driver", DEFAULT_STREAM, "default")
 
 
 def _build_policy(assets):
@@ -347,12 +428,13 @@ def _build_policy(assets):
     shutil.rmtree(work)
 
 
-def site_pillar(assets, **gpu):
-    """The `gpu` pillar of a site whose mirrors are this machine's: local signed repos,
-    the image registry on 127.0.0.1:5000, the policy module as a local file."""
+def site_pillar(assets, release=DEFAULT_RELEASE, **gpu):
+    """The `gpu` pillar of a site whose mirrors are this machine's: local signed repos
+    (those of RHEL `release`), the image registry on 127.0.0.1:5000, the policy module
+    as a local file."""
     pillar = {
         "repos": {
-            "cuda": {"baseurl": assets.repo_url("cuda"), "gpgkey": f"file://{assets.gpgkey}"},
+            "cuda": {"baseurl": assets.repo_url("cuda", release), "gpgkey": f"file://{assets.gpgkey}"},
             "toolkit": {"baseurl": assets.repo_url("toolkit"), "gpgkey": f"file://{assets.gpgkey}"},
         },
         "selinux": {"policy_source": str(assets.policy),

@@ -45,7 +45,7 @@ test-gpu: deps
 	$(PY) -m pytest -p no:cacheprovider -ra -m gpu tests/gpu
 
 lint: venv
-	$(VENV)/bin/ruff check _modules _states _grains _runners saltext tests tools
+	$(VENV)/bin/ruff check _modules _states _grains _runners _output saltext tests tools
 	$(VENV)/bin/salt-lint $$(find salt -name '*.sls')
 
 clean:

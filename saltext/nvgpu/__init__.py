@@ -1,8 +1,8 @@
 """nvgpu Salt extension: a validated NVIDIA GPU node for Podman containers.
 
-Salt's loader finds the ``modules``, ``states``, ``grains`` and ``runners`` sub-packages
-of this package through the ``salt.loader`` entry point, which imports this package
-first.
+Salt's loader finds the ``modules``, ``states``, ``grains``, ``runners`` and ``output``
+(the ``--out=nvgpu`` outputter) sub-packages of this package through the ``salt.loader``
+entry point, which imports this package first.
 
 The modules import the shared layer (``utils``: ``nvgpu_node``, ``nvgpu_failures``,
 ``nvgpu_pillar``) by name. From a checkout (``file_roots`` + ``saltutil.sync_all``) Salt

@@ -111,6 +111,31 @@ def test_a_stale_cdi_spec(converged):
     assert_healthy(*doctor(converged))
 
 
+def test_out_nvgpu_prints_the_checks_as_a_table(converged):
+    """`--out=nvgpu`: the same answer as --out=json, as a table; the failing check with its fix."""
+    spec = converged.read_file("/etc/cdi/nvidia.yaml")
+    converged.write_file("/etc/cdi/nvidia.yaml", spec.replace("550.127.08", "550.54.14"))
+    try:
+        data, retcode = doctor(converged)
+        table = converged.run([SALT_CALL, "--local", "--out=nvgpu", "--log-level=quiet", "nvgpu.doctor"],
+                              env={"COLUMNS": "100"})
+    finally:
+        converged.write_file("/etc/cdi/nvidia.yaml", spec)
+    assert table.returncode == retcode == 1, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == "local:" and "\x1b" not in table.stdout  # no colours into a pipe
+    assert max(len(line) for line in lines) <= 100
+    rows = [line.split()[:3] for line in lines[2:-1] if line[4] != " "]
+    assert rows == [[c["status"].upper() if c["status"] == "fail" else c["status"], c["layer"], c["name"]]
+                    for c in data["checks"]]
+    (failing,) = [c for c in data["checks"] if c["status"] == "fail"]
+    assert failing["name"] == "cdi-spec-driver"
+    words = " ".join(table.stdout.split())
+    assert f"FAIL toolkit cdi-spec-driver {failing['evidence']} fix: {failing['fix']}" in words
+    assert lines[-1].startswith("local: doctor: FAILED at layer toolkit (first failing check: cdi-spec-driver); ")
+    assert_healthy(*doctor(converged))
+
+
 def test_a_removed_subuid_range(converged):
     subuid = converged.read_file("/etc/subuid")
     converged.write_file("/etc/subuid", "".join(line for line in subuid.splitlines(True)

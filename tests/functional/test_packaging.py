@@ -30,6 +30,17 @@ def list_libraries(node, python, config):
     return salt_call(node, python, config, "nvgpu.list_container_files", "kind=libraries")
 
 
+def check_outputter(node, python, config):
+    """`--out=nvgpu` prints the doctor's answer as the outputter's table, not as nested data."""
+    proc = node.run([python, "-c", "from salt.scripts import salt_call; salt_call()", "--local", "-c", config,
+                     "--out=nvgpu", "--log-level=quiet", "nvgpu.doctor"])
+    lines = proc.stdout.splitlines()
+    assert lines[:2] and lines[0] == "local:", proc.stdout + proc.stderr
+    assert lines[1].split() == ["STATUS", "LAYER", "CHECK", "EVIDENCE", "/", "FIX"], proc.stdout
+    assert lines[2].split()[1:3] == ["driver", "kernel-devel"], proc.stdout
+    assert lines[-1].startswith("local: doctor: "), proc.stdout
+
+
 def check_shared_layer(node, python, config):
     """A function of each further module and a state, all of which import the shared layer."""
     spec = salt_call(node, python, config, "nvgpu_toolkit.cdi_spec")
@@ -56,11 +67,13 @@ def test_classic_file_roots_and_sync_all(node):
     assert "modules.nvgpu_cuda" in synced["modules"]
     assert "states.nvgpu" in synced["states"]
     assert "utils.nvgpu_node" in synced["utils"]
+    assert "output.nvgpu" in synced["output"]
 
     after = list_libraries(node, sys.executable, "/etc/salt-classic")
     assert after.returncode == 0, after.stderr
     assert "/usr/lib64/libcuda.so.550.127.08" in after.stdout
     check_shared_layer(node, sys.executable, "/etc/salt-classic")
+    check_outputter(node, sys.executable, "/etc/salt-classic")
 
 
 def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
@@ -75,12 +88,12 @@ def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
     build = tmp_path_factory.mktemp("build")
     subprocess.run(["cp", "-a", str(REPO / "setup.cfg"), str(REPO / "pyproject.toml"), str(REPO / "README.md"),
                     str(REPO / "saltext"), str(REPO / "_modules"), str(REPO / "_states"), str(REPO / "_grains"),
-                    str(REPO / "_runners"), str(REPO / "_utils"), str(build)], check=True)
+                    str(REPO / "_runners"), str(REPO / "_output"), str(REPO / "_utils"), str(build)], check=True)
     installed = subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps", str(build)],
                                capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
     for installed_file in ("modules/nvgpu.py", "modules/nvgpu_cuda.py", "states/nvgpu.py", "grains/nvgpu.py",
-                           "runners/nvgpu.py", "utils/nvgpu_node.py", "utils/nvgpu_failures.py"):
+                           "runners/nvgpu.py", "output/nvgpu.py", "utils/nvgpu_node.py", "utils/nvgpu_failures.py"):
         assert (site / "saltext/nvgpu" / installed_file).exists()
 
     node.provision(stream="latest-dkms", toolkit=True, loaded=True)
@@ -89,4 +102,5 @@ def test_pip_install_makes_a_salt_extension(node, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert "/usr/lib64/libcuda.so.580.105.08" in proc.stdout
     check_shared_layer(node, venv / "bin/python", "/etc/salt-pip")
+    check_outputter(node, venv / "bin/python", "/etc/salt-pip")
     subprocess.run(["rm", "-rf", str(venv)], check=True)

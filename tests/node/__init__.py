@@ -80,6 +80,7 @@ class Node:
             "states_dirs": [str(REPO / "_states")],
             "grains_dirs": [str(REPO / "_grains")],
             "utils_dirs": [str(REPO / "_utils")],
+            "outputter_dirs": [str(REPO / "_output")],
             "grains": {"kernelrelease": rel.kernel_release},
         }))
         return cls(root, assets, release)

@@ -1,0 +1,234 @@
+"""
+The ``nvgpu`` outputter (_output/nvgpu.py), loaded by Salt's own outputter loader (as
+``--out=nvgpu`` loads it, with Salt's real ``nested`` next to it), fed the real returns
+in ``returns/``: salt-call's JSON of nvgpu.doctor and nvgpu.run_vector_add on a simulated
+node, healthy and with a stale CDI spec, and the fleet report built from them
+(``capture_returns.py`` made them).
+"""
+
+import json
+import pathlib
+import re
+
+import pytest
+import salt.config
+import salt.loader
+import salt.utils.color
+
+from tests.unit.loader import REPO
+
+RETURNS = pathlib.Path(__file__).resolve().parent / "returns"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def real(name):
+    return json.loads((RETURNS / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def opts():
+    opts = salt.config.minion_config(None)
+    opts["outputter_dirs"] = [str(REPO / "_output")]
+    return opts
+
+
+def show(opts, data, color=False, width=100):
+    """What ``--out=nvgpu`` prints for ``data`` on a terminal ``width`` columns wide."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLUMNS", str(width))
+        outputters = salt.loader.outputters(dict(opts, color=color))
+        return outputters["nvgpu"](data)
+
+
+def nested(opts, data):
+    return salt.loader.outputters(dict(opts, color=False))["nested"](data)
+
+
+def unwrapped(text):
+    """The words of the text in order, whatever the line breaks and padding."""
+    return " ".join(text.split())
+
+
+def row(text, name):
+    """The lines of the table row of check (or node) ``name``: its line and the continued ones."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.search(rf"\s{re.escape(name)}(\s|$)", line))
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    follow = []
+    for line in lines[start + 1:]:
+        if len(line) - len(line.lstrip()) <= indent + 8:
+            break
+        follow.append(line)
+    return [lines[start]] + follow
+
+
+# ---------------------------------------------------------------------------- the doctor
+
+
+@pytest.fixture(scope="module")
+def stale():
+    return real("doctor_stale_spec")
+
+
+def test_the_failing_check_row(opts, stale):
+    text = show(opts, {"local": stale})
+    failing = next(c for c in stale["checks"] if c["status"] == "fail")
+    lines = row(text, failing["name"])
+    assert lines[0].split()[:3] == ["FAIL", failing["layer"], failing["name"]]
+    words = unwrapped(" ".join(line.strip() for line in lines))
+    # Wrapped, not cut: all of the evidence, then all of the fix.
+    assert f"{failing['name']} {unwrapped(failing['evidence'])} fix: {unwrapped(failing['fix'])}" in words
+
+
+def test_every_check_has_a_row_in_order_with_its_status(opts, stale):
+    text = show(opts, {"local": stale})
+    lines = text.splitlines()
+    assert lines[0] == "local:"
+    assert lines[1].split() == ["STATUS", "LAYER", "CHECK", "EVIDENCE", "/", "FIX"]
+    starts = [line.split()[:3] for line in lines[2:-1] if not line.startswith(" " * 12)]
+    expected = [[c["status"].upper() if c["status"] in ("fail", "warn") else c["status"], c["layer"], c["name"]]
+                for c in stale["checks"]]
+    assert starts == expected
+
+
+def test_the_summary_names_the_first_failing_layer_and_check_and_counts(opts, stale):
+    summary = show(opts, {"local": stale}).splitlines()[-1]
+    first = next(c for c in stale["checks"] if c["status"] == "fail")
+    counts = {s: sum(1 for c in stale["checks"] if c["status"] == s) for s in ("ok", "fail", "warn", "skip")}
+    assert summary.startswith(f"local: doctor: FAILED at layer {stale['first_failing_layer']} "
+                              f"(first failing check: {first['name']}); ")
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    assert summary.endswith(tally) and counts["fail"] == 1
+
+
+def test_a_healthy_node(opts):
+    healthy = real("doctor_healthy")
+    text = show(opts, {"gpu-7": healthy})
+    assert text.splitlines()[-1].startswith("gpu-7: doctor: healthy; ")
+    assert "FAIL" not in text and "fix:" not in text
+    assert len(text.splitlines()) == len(healthy["checks"]) + 3  # header, table head, rows, summary
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_fits_the_terminal_width(opts, stale, width):
+    text = show(opts, {"local": stale}, width=width)
+    assert max(len(line) for line in text.splitlines()[:-1]) <= width
+    ok = next(c for c in stale["checks"] if c["status"] == "ok" and len(c["evidence"]) > 60)
+    line = row(text, ok["name"])
+    # A passing check keeps to one line: its evidence cut short where it is too long.
+    assert len(line) == 1
+    assert line[0].endswith("...") == (line[0].index(ok["evidence"][:10]) + len(ok["evidence"]) > width)
+
+
+def test_a_warning_is_shown_with_its_fix(opts, stale):
+    warned = dict(stale, checks=[dict(c, status="warn", fix="dkms autoinstall -k 5.14.0-503") if c["name"] == "nvidia-ko"
+                                 else c for c in stale["checks"]])
+    lines = row(show(opts, {"local": warned}), "nvidia-ko")
+    assert lines[0].split()[:3] == ["WARN", "driver", "nvidia-ko"]
+    assert "fix: dkms autoinstall -k 5.14.0-503" in "\n".join(lines)
+
+
+def test_colours_only_with_the_color_option(opts, stale):
+    plain = show(opts, {"local": stale}, color=False)
+    coloured = show(opts, {"local": stale}, color=True)
+    assert "\x1b" not in plain
+    assert ANSI.sub("", coloured) == plain
+    colors = salt.utils.color.get_colors(True)
+    red, green, end = colors["LIGHT_RED"], colors["GREEN"], colors["ENDC"]
+    assert f"    {red}FAIL{end}    toolkit" in coloured
+    assert f"    {green}ok{end}      driver" in coloured
+    assert f"{red}FAILED at layer toolkit{end}" in coloured
+
+
+# ---------------------------------------------------------------------------- the vector add
+
+
+def test_vector_add_runs_root_and_rootless(opts):
+    text = show(opts, {"gpu-1": real("vector_add_root"), "gpu-2": real("vector_add_rootless")})
+    root, rootless = text.splitlines()
+    assert root.startswith("gpu-1: vector add passed as root, mode cdi, ")
+    assert root.endswith(" s, 50000 elements, 196 blocks of 256 threads")
+    assert rootless.startswith("gpu-2: vector add passed as gpuuser (rootless), mode cdi, ")
+
+
+def test_a_failed_run_shows_layer_cause_fix_and_the_tools_words(opts):
+    run = real("vector_add_rootless_stale_spec")
+    text = show(opts, {"local": run}, width=90)
+    lines = text.splitlines()
+    assert lines[0].startswith("local: vector add FAILED as gpuuser (rootless), mode cdi, ")
+    assert lines[0].endswith(f"exit code {run['retcode']}")
+    words = unwrapped(text)
+    diagnosis = run["diagnosis"]
+    assert f"layer {diagnosis['layer']} cause {unwrapped(diagnosis['cause'])} fix {unwrapped(diagnosis['fix'])} said " \
+        in words
+    assert unwrapped(run["stderr"].strip().splitlines()[-1]) in words
+    assert max(len(line) for line in lines[1:]) <= 90
+
+
+def test_podmans_pull_progress_is_not_what_it_said(opts):
+    run = real("vector_add_rootless_stale_spec")
+    run["stderr"] = "Trying to pull localhost:5000/nvgpu/cuda-vector-add:v0.1...\n" + run["stderr"]
+    text = show(opts, {"local": run})
+    assert "Trying to pull" not in text and "runc create failed" in text
+
+
+def test_the_host_run(opts):
+    run = real("vector_add_host")
+    first = show(opts, {"local": run}).splitlines()[0]
+    assert first.startswith("local: vector add FAILED on the host (CUDA driver API, no container), ")
+
+
+def test_a_row_per_gpu(opts):
+    run = real("vector_add_root")
+    uuids = [f"GPU-6e1c1d2a-0000-4000-8000-00000000000{i}" for i in range(3)]
+    bad = {"cause": "the GPU fell off the bus (Xid 79)", "fix": "drain the node and reset the GPU", "layer": "gpu"}
+    run.update(passed=False, diagnosis=bad, gpus=[
+        {"index": i, "uuid": uuid, "name": "NVIDIA H200", "passed": i != 2, "diagnosis": bad if i == 2 else None}
+        for i, uuid in enumerate(uuids)])
+    text = show(opts, {"local": run}, width=140)
+    for i, uuid in enumerate(uuids):
+        (line,) = [line for line in text.splitlines() if uuid in line]
+        assert line.split()[:5] == [str(i), uuid, "NVIDIA", "H200", "FAILED" if i == 2 else "passed"]
+    assert "the GPU fell off the bus (Xid 79) fix: drain the node and reset the GPU" in unwrapped(text)
+    assert unwrapped(text).count("Xid 79") == 1  # under its GPU, not again under the run
+
+
+# ---------------------------------------------------------------------------- the fleet report
+
+
+def test_the_report(opts):
+    report = real("report")
+    text = show(opts, report, width=120)
+    lines = text.splitlines()
+    summary = report["summary"]
+    assert lines[0] == (f"fleet: {summary['nodes']} nodes: {summary['passed']} passed, {summary['failed']} failed, "
+                        f"{summary['no_return']} no return")
+    assert lines[1].split() == ["NODE", "RESULT", "LAYER", "CHECK", "CAUSE", "/", "FIX"]
+    assert row(text, "gpu-a")[0].split() == ["gpu-a", "passed", "-", "-"]
+    failed = report["nodes"]["gpu-b"]
+    gpu_b = row(text, "gpu-b")
+    assert gpu_b[0].split()[:4] == ["gpu-b", "FAILED", failed["layer"], failed["check"]]
+    assert f"{unwrapped(failed['cause'])} fix: {unwrapped(failed['fix'])}" in unwrapped(" ".join(gpu_b))
+    assert row(text, "gpu-c")[0].split()[:4] == ["gpu-c", "NO", "RETURN", "-"]
+    assert "the minion did not return" in row(text, "gpu-c")[0]
+
+
+# ---------------------------------------------------------------------------- anything else
+
+
+@pytest.mark.parametrize("data", [
+    {"local": True},
+    {"local": {"kernelrelease": "4.18.0"}},
+    {"local": ["a", "b"]},
+    "a string",
+    {"summary": "not a report"},
+])
+def test_other_data_is_printed_as_nested_prints_it(opts, data):
+    assert show(opts, data) == nested(opts, data)
+
+
+def test_a_minion_that_did_not_run_it_is_printed_as_nested_next_to_the_others(opts):
+    error = "'nvgpu.doctor' is not available."
+    text = show(opts, {"gpu-1": real("doctor_healthy"), "gpu-2": error})
+    assert text.endswith(nested(opts, {"gpu-2": error}))
+    assert "gpu-1: doctor: healthy" in text

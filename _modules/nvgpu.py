@@ -95,12 +95,16 @@ def kernel_module_loaded(name):
     return nvgpu_node.module_loaded(name)
 
 
-def _load_failure_diagnosis():
+def _load_failure_diagnosis(ret=None):
     """
-    Why nvidia-modprobe could not load the driver, from the node's state. Both
-    blockers can hold at once (a fresh install: nouveau bound, DKMS build failed);
-    then both are named, the missing module first, since it must be fixed first.
+    Why nvidia-modprobe could not load the driver: what the kernel said (``ret``, the
+    failed command's result: "Key was rejected by service" is Secure Boot), else the
+    node's state. Both blockers can hold at once (a fresh install: nouveau bound, DKMS
+    build failed); then both are named, the missing module first, since it must be fixed first.
     """
+    said = nvgpu_failures.diagnose_text((ret or {}).get("stderr", "")) if ret else None
+    if said and said["layer"] == "driver":
+        return said
     found = []
     release = nvgpu_node.kernel_release()
     if not nvgpu_node.nvidia_ko_present(release):
@@ -138,7 +142,7 @@ def load_modules(uvm=True):
     tool = _which("nvidia-modprobe", nvgpu_failures.DRIVER_PACKAGE_HINT)
     for argv in ([tool], [tool, "-u"]) if uvm else ([tool],):
         nvgpu_node.run_checked(__salt__["cmd.run_all"], argv, "loading the NVIDIA kernel modules",
-                               diagnosis=lambda _ret: _load_failure_diagnosis())
+                               diagnosis=_load_failure_diagnosis)
 
     after = loaded_modules()
     missing = [name for name in wanted if not after[name]]

@@ -13,18 +13,84 @@ through ``nvgpu``, whose ``nvgpu.doctor`` is the public entry to :py:func:`run`.
           missing tool says so, or skips where the tool is optional)
 """
 
+import glob
 import os
+import re
 import stat
+from collections import namedtuple
 
 import nvgpu_failures
 import nvgpu_node
 import salt.utils.data
 import salt.utils.path
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "nvgpu_doctor"
 
 STATUSES = ("ok", "fail", "warn", "skip")
 STATE_APPLY = "salt-call state.apply gpu"
+
+# The doctor's checks, in the order it runs them: what each reads and the fixes it can
+# propose. docs/troubleshooting.md is generated from this list (tools/troubleshooting.py),
+# and a check the doctor returns must be declared here with its layer. USER stands for
+# each rootless user.
+Check = namedtuple("Check", "name layer reads fixes")
+CHECKS = (
+    Check("kernel-devel", "driver", "`rpm -q kernel-devel-$(uname -r) kernel-headers-$(uname -r)`",
+          "`dnf install` the missing package, then rebuild the driver (`dkms autoinstall`)"),
+    Check("nvidia-ko", "driver", "an `nvidia.ko*` under `/lib/modules/$(uname -r)`",
+          "install kernel-devel and rebuild with DKMS, or apply the driver stream"),
+    Check("nvidia-ko-newest", "driver",
+          "the newest installed kernel (`/lib/modules/*/vmlinuz`) has an `nvidia.ko*` too (the next boot's driver)",
+          "`dnf install kernel-devel-NEWEST`, then `dkms autoinstall -k NEWEST`"),
+    Check("secure-boot", "driver",
+          "`mokutil --sb-state`; with Secure Boot on, `modinfo -k $(uname -r) -F signer nvidia` against "
+          "`mokutil --list-enrolled` and the kernel's keys (`/proc/keys`)",
+          "enroll the signing key (`mokutil --import /var/lib/dkms/mok.pub`, reboot, confirm), or turn Secure Boot off"),
+    Check("nouveau", "kernel-modules", "`/sys/module/nouveau`", "unload and blacklist nouveau"),
+    Check("nvidia-loaded", "kernel-modules", "`/sys/module/nvidia`, `/sys/module/nvidia_uvm`",
+          "`salt-call nvgpu.load_modules`"),
+    Check("driver-version", "kernel-modules", "`/sys/module/nvidia/version` against the installed `libcuda.so.VERSION`",
+          "`salt-call nvgpu.reload_driver` (GPU idle) or reboot"),
+    Check("device-nodes", "kernel-modules", "`/dev/nvidiactl`, `/dev/nvidia-uvm`, `/dev/nvidiaN` and their modes",
+          "`salt-call nvgpu.load_modules`; `chmod 0666 /dev/nvidia*`"),
+    Check("fabric-manager", "fabric",
+          "NVSwitch PCI devices in `/sys/bus/pci/devices` (10de:1af1, 10de:22a3); then "
+          "`systemctl is-active nvidia-fabricmanager`",
+          "install nvidia-fabricmanager of the driver's version, `systemctl enable --now nvidia-fabricmanager`"),
+    Check("podman", "podman", "`podman --version`", "`salt-call state.apply gpu` (pillar `gpu:runtime`)"),
+    Check("toolkit", "toolkit", "`nvidia-ctk` in PATH", "`salt-call state.apply gpu` (pillar `gpu:toolkit:package`)"),
+    Check("mode", "toolkit", "pillar `gpu:toolkit:mode`, and Podman's version for `auto`",
+          "set `gpu:toolkit:mode` to auto, hook or cdi"),
+    Check("cdi-spec-count", "toolkit", "every CDI spec of kind nvidia.com/gpu in `/etc/cdi` and `/var/run/cdi`",
+          "generate one (`nvidia-ctk cdi generate`); of two, remove one (and `nvidia-cdi-refresh`'s units)"),
+    Check("cdi-spec-readable", "toolkit", "each spec's mode (rootless Podman reads it as the user)", "`chmod 0644`"),
+    Check("cdi-spec-driver", "toolkit", "the `libcuda.so.VERSION` each spec mounts against the loaded driver",
+          "regenerate the spec (`nvidia-ctk cdi generate`, or `salt-call state.apply gpu`)"),
+    Check("oci-hook", "toolkit", "the OCI hook JSON in hooks.d and its binary",
+          "`salt-call state.apply gpu` (writes or removes the hook by mode)"),
+    Check("no-cgroups", "rootless",
+          "`no-cgroups` in `/etc/nvidia-container-runtime/config.toml` (hook mode, rootless users)",
+          "`nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place`"),
+    Check("selinux-mode", "selinux", "`getenforce`", None),
+    Check("selinux-policy", "selinux", "`semodule -l` lists the policy module (pillar `gpu:selinux:module_name`)",
+          "`salt-call state.apply gpu.selinux`"),
+    Check("selinux-labels", "selinux",
+          "`restorecon -n -v -R /dev` and `restorecon -n -v` on the driver's libraries and programs",
+          "`restorecon -v` on the paths named (or `salt-call state.apply gpu.selinux`)"),
+    Check("account:USER", "rootless", "`user.info USER`", "`salt-call state.apply gpu` (pillar `gpu:rootless_users`)"),
+    Check("subuid:USER", "rootless", "the user's ranges in `/etc/subuid`: present, not overlapping, not holding its uid",
+          "`salt-call state.apply gpu`, or `usermod --add-subuids`"),
+    Check("subgid:USER", "rootless", "the same in `/etc/subgid`", "`salt-call state.apply gpu`, or `usermod --add-subgids`"),
+    Check("runtime-dir:USER", "rootless",
+          "`/run/user/UID` (owned by the user), else lingering (`/var/lib/systemd/linger/USER`)",
+          "`loginctl enable-linger USER`"),
+    Check("image", "image",
+          "`podman image exists IMAGE` (pillar `gpu:validate:image`); if absent, the registry "
+          "(`skopeo inspect`, else `podman manifest inspect`), without pulling",
+          "`podman pull IMAGE`; fix the name or the registry (pillar `gpu:validate:image`)"),
+)
+_CATALOGUE = {check.name.split(":")[0]: check for check in CHECKS}
 
 
 def __virtual__():
@@ -34,8 +100,9 @@ def __virtual__():
 
 
 def _check(name, layer, status, evidence, fix=None):
-    if status not in STATUSES or layer not in nvgpu_failures.LAYERS:
-        raise ValueError(f"bad check {name}: status {status!r}, layer {layer!r}")
+    declared = _CATALOGUE.get(name.split(":")[0])
+    if status not in STATUSES or declared is None or declared.layer != layer:
+        raise ValueError(f"bad check {name}: status {status!r}, layer {layer!r} (CHECKS declares {declared})")
     return {"name": name, "layer": layer, "status": status, "evidence": evidence,
             "fix": fix if status in ("fail", "warn") else None}
 
@@ -97,6 +164,71 @@ def _nvidia_ko(release):
     found = nvgpu_failures.no_module_for_kernel(release)
     return _check("nvidia-ko", "driver", "fail",
                   f"no nvidia.ko under {where}; driver {installed} is installed: {found['cause']}", found["fix"])
+
+
+def _nvidia_ko_newest(release):
+    kernels = nvgpu_node.installed_kernels()
+    newest = max(kernels + [release], key=nvgpu_node.release_key)
+    listed = f"installed kernels (/lib/modules/*/{nvgpu_node.KERNEL_IMAGE}): {', '.join(kernels) or 'none'}"
+    if newest == release:
+        return _check("nvidia-ko-newest", "driver", "ok", f"the running kernel {release} is the newest; {listed}")
+    where = os.path.join(nvgpu_node.LIB_MODULES, newest)
+    if nvgpu_node.nvidia_ko_present(newest):
+        return _check("nvidia-ko-newest", "driver", "ok",
+                      f"an nvidia.ko is under {where} (the newest installed kernel, the next boot's)")
+    if not nvgpu_node.nvidia_ko_present(release):
+        return _check("nvidia-ko-newest", "driver", "skip",
+                      "no nvidia.ko under /lib/modules for the running kernel either (nvidia-ko): nothing to compare")
+    devel = os.path.join(nvgpu_node.KERNEL_SOURCES, newest)
+    has_devel = "is" if os.path.isdir(devel) else "is not"
+    return _check("nvidia-ko-newest", "driver", "fail",
+                  f"the newest installed kernel {newest} (the one the next boot starts) has no nvidia.ko under "
+                  f"{where}: DKMS did not build the driver for it (kernel-devel-{newest} {has_devel} installed: "
+                  f"{devel}); {listed}",
+                  f"dnf install kernel-devel-{newest}, then dkms autoinstall -k {newest} (a precompiled "
+                  "driver stream: dnf update brings its kmod package for that kernel)")
+
+
+def _trusted_signers():
+    """The signers the kernel would accept: enrolled MOK certificates and the keys it holds."""
+    _, said = _run(["mokutil", "--list-enrolled"])
+    names = set(re.findall(r"Subject:.*?CN\s*=\s*([^,/;]+?)\s*(?:[,/;]|$)", said))
+    for line in (nvgpu_node.read_file(nvgpu_node.PROC_KEYS) or "").splitlines():
+        # "... asymmetri Build time autogenerated kernel key: 5d2f...: X509.rsa 5d2f... []"
+        fields = line.split(None, 8)
+        if len(fields) == 9 and fields[7].startswith("asymmetri"):
+            names.add(fields[8].split(": ")[0].strip())
+    return names
+
+
+def _secure_boot(release):
+    if not salt.utils.path.which("mokutil"):
+        return _check("secure-boot", "driver", "skip", "mokutil is not installed: the Secure Boot state is unknown")
+    argv = ["mokutil", "--sb-state"]
+    _, said = _run(argv)
+    evidence = f"{_cmd(argv)} said: {said}"
+    if "SecureBoot enabled" not in said:
+        if "SecureBoot disabled" in said:
+            return _check("secure-boot", "driver", "ok", evidence + ": any module loads")
+        return _check("secure-boot", "driver", "skip", evidence)
+    if not nvgpu_node.nvidia_ko_present(release):
+        return _check("secure-boot", "driver", "skip", f"{evidence}; no nvidia.ko for {release} to check (nvidia-ko)")
+    signer_argv = ["modinfo", "-k", release, "-F", "signer", "nvidia"]
+    retcode, signer = _run(signer_argv)
+    evidence += f"; {_cmd(signer_argv)} said: {signer}"
+    if retcode != 0:
+        return _check("secure-boot", "driver", "skip", evidence)
+    if signer == "no output":
+        return _check("secure-boot", "driver", "fail",
+                      f"{evidence}: the module is unsigned, the kernel refuses it (\"Key was rejected by service\")",
+                      nvgpu_failures.SECURE_BOOT_FIX)
+    trusted = _trusted_signers()
+    if signer not in trusted:
+        return _check("secure-boot", "driver", "fail",
+                      f"{evidence}: {signer!r} is not enrolled (`mokutil --list-enrolled`: "
+                      f"{', '.join(sorted(trusted)) or 'none'}), the kernel refuses the module "
+                      "(\"Key was rejected by service\")", nvgpu_failures.SECURE_BOOT_FIX)
+    return _check("secure-boot", "driver", "ok", f"{evidence}: enrolled")
 
 
 def _nouveau():
@@ -314,10 +446,12 @@ def _selinux():
     checks = []
     if mode == "Disabled":
         return [_check("selinux-mode", "selinux", "skip", "getenforce: Disabled"),
-                _check("selinux-policy", "selinux", "skip", "SELinux is disabled")]
+                _check("selinux-policy", "selinux", "skip", "SELinux is disabled"),
+                _check("selinux-labels", "selinux", "skip", "SELinux is disabled")]
     checks.append(_check("selinux-mode", "selinux", "ok", f"getenforce: {mode}"))
     if not _pillar("gpu:selinux:enabled", True):
         checks.append(_check("selinux-policy", "selinux", "skip", "pillar gpu:selinux:enabled is false"))
+        checks.append(_check("selinux-labels", "selinux", "skip", "pillar gpu:selinux:enabled is false"))
         return checks
     module = _pillar("gpu:selinux:module_name", "nvidia-container")
     modules = __salt__["nvgpu_selinux.policy_modules"]()
@@ -328,7 +462,28 @@ def _selinux():
                              f"by hand: {nvgpu_failures.SELINUX_FIX}"))
     else:
         checks.append(_check("selinux-policy", "selinux", "ok", f"`semodule -l` lists {module}"))
+    checks.append(_selinux_labels())
     return checks
+
+
+def _selinux_labels():
+    if not _pillar("gpu:selinux:relabel", True):
+        return _check("selinux-labels", "selinux", "skip", "pillar gpu:selinux:relabel is false")
+    # What the formula relabels besides /dev: the driver's files the toolkit puts into
+    # containers (nvidia-container-cli list names them; found here without running it).
+    globs = (nvgpu_node.DRIVER_LIB_GLOB, nvgpu_node.DRIVER_LIBS_GLOB, nvgpu_node.DRIVER_BIN_GLOB)
+    files = sorted({path for pattern in globs for path in glob.glob(pattern)})
+    try:
+        wrong = __salt__["nvgpu_selinux.relabel_needed"]([nvgpu_node.DEV], recursive=True)
+        wrong += [p for p in __salt__["nvgpu_selinux.relabel_needed"](files) if p not in wrong] if files else []
+    except CommandExecutionError as err:
+        return _check("selinux-labels", "selinux", "warn", f"restorecon -n failed: {err}",
+                      "check the SELinux policy (sestatus) and run restorecon -n -v -R /dev by hand")
+    checked = f"`restorecon -n -v -R {nvgpu_node.DEV}` and {len(files)} driver files"
+    if wrong:
+        return _check("selinux-labels", "selinux", "fail", f"{checked}: would relabel {', '.join(wrong)}",
+                      f"restorecon -v {' '.join(wrong)} (or salt-call state.apply gpu.selinux)")
+    return _check("selinux-labels", "selinux", "ok", f"{checked}: every label is the policy's")
 
 
 # ---------------------------------------------------------------------------
@@ -369,16 +524,73 @@ def _subids(name, kind, own_id):
     return _check(check, "rootless", "ok", f"{name}: {said} in {path}")
 
 
+def _runtime_dir(name, uid):
+    check = f"runtime-dir:{name}"
+    path = os.path.join(nvgpu_node.USER_RUNTIME_DIR, str(uid))
+    linger = os.path.join(nvgpu_node.LINGER_DIR, name)
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        owner = None
+    if owner is not None:
+        if owner != uid:
+            return _check(check, "rootless", "fail", f"{path} belongs to uid {owner}, not {name} ({uid}): "
+                          "rootless Podman refuses it", f"rm -rf {path}; loginctl enable-linger {name}")
+        return _check(check, "rootless", "ok", f"{path} exists, owned by {name}")
+    if os.path.exists(linger):
+        return _check(check, "rootless", "ok", f"lingering is on ({linger}): systemd makes {path} at boot")
+    if not os.path.isdir(nvgpu_node.SYSTEMD_RUN_DIR):
+        return _check(check, "rootless", "skip", f"no {path} and systemd is not the init system (no "
+                      f"{nvgpu_node.SYSTEMD_RUN_DIR}): Podman uses $TMPDIR/podman-run-{uid}")
+    return _check(check, "rootless", "warn",
+                  f"no {path} and lingering is off (no {linger}): rootless Podman run without a login session "
+                  f"(salt runas, cron) falls back to /tmp/podman-run-{uid}, and systemd stops {name}'s "
+                  "containers when the last session ends", f"loginctl enable-linger {name}")
+
+
 def _user_checks(name):
     info = __salt__["user.info"](name)
     if not info:
         checks = [_check(f"account:{name}", "rootless", "fail", f"no user {name} (user.info)",
                          f"{STATE_APPLY} (pillar gpu:rootless_users), or useradd {name}")]
-        return checks + [_check(f"{kind}:{name}", "rootless", "skip", f"no user {name}") for kind in nvgpu_node.SUBID_FILES]
+        return checks + [_check(f"{kind}:{name}", "rootless", "skip", f"no user {name}")
+                         for kind in (*nvgpu_node.SUBID_FILES, "runtime-dir")]
     checks = [_check(f"account:{name}", "rootless", "ok", f"{name}: uid {info['uid']}, gid {info['gid']}")]
     checks.append(_subids(name, "subuid", info["uid"]))
     checks.append(_subids(name, "subgid", info["gid"]))
+    checks.append(_runtime_dir(name, info["uid"]))
     return checks
+
+
+# ---------------------------------------------------------------------------
+# The validation image
+# ---------------------------------------------------------------------------
+
+
+def _image(podman):
+    image = _pillar("gpu:validate:image", nvgpu_node.DEFAULT_IMAGE)
+    if not podman:
+        return _check("image", "image", "skip", "podman is not installed")
+    argv = [podman, "image", "exists", image]
+    retcode, _ = _run(argv)
+    if retcode == 0:
+        return _check("image", "image", "ok", f"{_cmd(argv)}: {image} is in root's image store")
+    # Not here: can it be pulled? Read the manifest from the registry, never pull it.
+    skopeo = salt.utils.path.which("skopeo")
+    remote = [skopeo, "inspect", "--raw", f"docker://{image}"] if skopeo else [podman, "manifest", "inspect", image]
+    retcode, said = _run(remote)
+    evidence = f"{_cmd(argv)}: not in root's image store; {_cmd(remote)}"
+    # Podman before 4.4 reads only manifest lists: for an image's own manifest it fails
+    # with "parsing manifest blob" (seen with 4.3.1), which still means the registry has it.
+    if retcode != 0 and "parsing manifest blob" not in said:
+        return _check("image", "image", "fail", f"{evidence} said: {said}",
+                      f"check the name and the registry (podman pull {image}); air-gapped sites mirror it and "
+                      "set pillar gpu:validate:image")
+    if _pillar("gpu:validate:pull", "missing") == "never":
+        return _check("image", "image", "fail", f"{evidence}: the registry has it, but pillar gpu:validate:pull "
+                      "is never", f"podman pull {image} (and as each rootless user)")
+    return _check("image", "image", "warn", f"{evidence}: the registry has it, the vector add pulls it first",
+                  f"podman pull {image} (and as each rootless user), or pillar gpu:validate:pull")
 
 
 # ---------------------------------------------------------------------------
@@ -413,6 +625,8 @@ def run(user=None):
     checks = [
         _kernel_devel(release),
         _nvidia_ko(release),
+        _nvidia_ko_newest(release),
+        _secure_boot(release),
         _nouveau(),
         _nvidia_loaded(),
         _driver_version(loaded, installed),
@@ -428,6 +642,7 @@ def run(user=None):
     checks += _selinux()
     for name in users:
         checks += _user_checks(name)
+    checks.append(_image(salt.utils.path.which("podman")))
 
     failing = [check for check in checks if check["status"] == "fail"]
     if failing:

@@ -18,7 +18,9 @@ from collections import namedtuple
 # The layers of a GPU container node, from the bottom up.
 LAYERS = ("driver", "kernel-modules", "gpu", "fabric", "toolkit", "selinux", "rootless", "podman", "image")
 
-Failure = namedtuple("Failure", "pattern cause fix layer")
+# example: a real message it matches (its source in a comment beside it), shown in
+# docs/troubleshooting.md; the unit tests check that each example finds its own entry.
+Failure = namedtuple("Failure", "pattern cause fix layer example")
 
 DRIVER_PACKAGE_HINT = "install the NVIDIA driver: dnf module install nvidia-driver:STREAM (e.g. latest-dkms)"
 LOAD_MODULES_FIX = "salt-call nvgpu.load_modules (nvidia-modprobe && nvidia-modprobe -u)"
@@ -47,6 +49,11 @@ CDI_REGENERATE_FIX = (
     "regenerate it: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml (the "
     "nvgpu.container_toolkit state does this when the driver version changes)"
 )
+SECURE_BOOT_FIX = (
+    "enroll the module's signing key: mokutil --import /var/lib/dkms/mok.pub (the key DKMS signs "
+    "with), reboot and confirm it in the MOK manager at the console; or sign the module with a key "
+    "already enrolled; or turn Secure Boot off in the firmware"
+)
 FABRIC_MANAGER_FIX = (
     "install nvidia-fabricmanager of the driver's version and run systemctl enable --now nvidia-fabricmanager"
 )
@@ -67,6 +74,8 @@ TEXT_FAILURES = [
         "driver and the driver has been upgraded since",
         CDI_REGENERATE_FIX,
         "toolkit",
+        # crun's words (runc's: error mounting "...libcuda.so.550.127.08" ... no such file or directory).
+        example="Error: crun: error stat'ing file `/usr/lib64/libcuda.so.550.54.14`: No such file or directory",
     ),
     Failure(
         re.compile(r"unresolvable CDI devices", re.I),
@@ -75,6 +84,8 @@ TEXT_FAILURES = [
         "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml, make it world-readable (0644), "
         "check with nvidia-ctk cdi list; or run with mode=hook",
         "toolkit",
+        # Podman 4.x (pkg/specgen, CDI device resolution).
+        example="Error: setting up CDI devices: unresolvable CDI devices nvidia.com/gpu=all",
     ),
     Failure(
         re.compile(r"driver/library version mismatch", re.I),
@@ -82,18 +93,37 @@ TEXT_FAILURES = [
         "versions: the driver was upgraded and the old module is still loaded",
         RELOAD_FIX,
         "kernel-modules",
+        # NVML's nvmlErrorString(NVML_ERROR_LIB_RM_VERSION_MISMATCH), as nvidia-smi prints it.
+        example="Failed to initialize NVML: Driver/library version mismatch",
+    ),
+    Failure(
+        # The kernel's module_sig_check() (kernel/module/signing.c): with signatures enforced
+        # (Secure Boot), an unsigned module or one signed by a key the kernel does not hold
+        # fails with EKEYREJECTED; modprobe prints strerror(EKEYREJECTED):
+        # "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service".
+        re.compile(r"Key was rejected by service|Loading of (?:unsigned )?module[^\n]* is rejected", re.I),
+        "Secure Boot is on and the nvidia module is unsigned or signed by a key that is not "
+        "enrolled, so the kernel refuses to load it",
+        SECURE_BOOT_FIX,
+        "driver",
+        example="modprobe: ERROR: could not insert 'nvidia': Key was rejected by service",
     ),
     Failure(
         re.compile(r"nvml error: driver not loaded", re.I),
         "the NVIDIA kernel module is not loaded on the host",
         "load it: " + LOAD_MODULES_FIX,
         "kernel-modules",
+        # libnvidia-container (nvc_init), through Podman's hook error.
+        example="nvidia-container-cli: initialization error: nvml error: driver not loaded",
     ),
     Failure(
         re.compile(r"load library failed: libnvidia-ml\.so|libnvidia-ml\.so\S*: cannot open shared", re.I),
         "the NVIDIA driver's user-space libraries (libnvidia-ml) are not installed on the host",
         DRIVER_PACKAGE_HINT,
         "driver",
+        # libnvidia-container's dlopen of NVML.
+        example="nvidia-container-cli: initialization error: load library failed: libnvidia-ml.so.1: "
+                "cannot open shared object file: no such file or directory",
     ),
     Failure(
         re.compile(r"insufficient permissions|(?:open|stat)\S* /dev/nvidia\S*: permission denied", re.I),
@@ -101,6 +131,8 @@ TEXT_FAILURES = [
         "tcontext ...xserver_misc_device_t) or the device nodes' permissions",
         SELINUX_FIX,
         "selinux",
+        # NVML's nvmlErrorString(NVML_ERROR_NO_PERMISSION), as nvidia-smi prints it in a container.
+        example="Failed to initialize NVML: Insufficient Permissions",
     ),
     Failure(
         re.compile(
@@ -111,6 +143,11 @@ TEXT_FAILURES = [
         "the NVIDIA hook tried to set up the device cgroup, which a rootless container may not do",
         NO_CGROUPS_FIX,
         "rootless",
+        # libnvidia-container's cgroup v2 device filter (NVIDIA/nvidia-container-toolkit issues
+        # on rootless Podman), as the OCI hook reports it.
+        example="nvidia-container-cli: mount error: failed to add device rules: unable to find any existing "
+                "device filters attached to the cgroup: bpf_prog_query(BPF_CGROUP_DEVICE) failed: "
+                "operation not permitted",
     ),
     Failure(
         # Podman refuses a user whose subordinate range contains the user's own uid.
@@ -119,6 +156,8 @@ TEXT_FAILURES = [
         "which rootless Podman refuses",
         SUBID_OWN_ID_FIX,
         "rootless",
+        # Podman 4.3 on the simulated node.
+        example='Error: invalid configuration: the specified mapping 1000:65536 in "/etc/subuid" includes the user UID',
     ),
     Failure(
         re.compile(
@@ -132,6 +171,8 @@ TEXT_FAILURES = [
         "dnf install shadow-utils; usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER; "
         "then podman system migrate as that user",
         "rootless",
+        # Podman 4.3 on the simulated node.
+        example='Error: no subuid ranges found for user "gpuuser" in /etc/subuid',
     ),
     Failure(
         re.compile(
@@ -144,6 +185,9 @@ TEXT_FAILURES = [
         "check the image and the registry with podman pull IMAGE as the same user; on air-gapped "
         "sites mirror the image to a local registry and pass image=",
         "image",
+        # Podman's pull through containers/image.
+        example="Error: initializing source docker://docker.io/mirrorgooglecontainers/cuda-vector-add:v0.2: "
+                "reading manifest v0.2 in docker.io/mirrorgooglecontainers/cuda-vector-add: manifest unknown",
     ),
     Failure(
         re.compile(r"error running (?:prestart )?hook|nvidia-container-runtime-hook\S*: no such file", re.I),
@@ -151,6 +195,8 @@ TEXT_FAILURES = [
         "run nvidia-container-cli -k -d /dev/tty info as root to see why; check the hook file in "
         "/usr/share/containers/oci/hooks.d and /etc/nvidia-container-runtime/config.toml",
         "toolkit",
+        # runc, for a hook that exits non-zero.
+        example="Error: OCI runtime error: runc: error running hook #0: exit status 127",
     ),
     Failure(
         re.compile(r"CUDA driver version is insufficient for CUDA runtime version", re.I),
@@ -159,6 +205,9 @@ TEXT_FAILURES = [
         "install nvidia-container-toolkit and its OCI hook, or generate a CDI spec and run with "
         "--device nvidia.com/gpu=all (mode=cdi); on a host, upgrade the driver stream",
         "toolkit",
+        # NVIDIA's vectorAdd sample (cudaGetErrorString(cudaErrorInsufficientDriver), error 35).
+        example="Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA "
+                "runtime version)!",
     ),
     Failure(
         re.compile(r"system not yet initialized|cudaErrorSystemNotReady", re.I),
@@ -166,6 +215,9 @@ TEXT_FAILURES = [
         "Fabric Manager is not running or does not match the driver",
         FABRIC_MANAGER_FIX,
         "fabric",
+        # cudaGetErrorString(cudaErrorSystemNotReady), CUDA error 802 (CUDA runtime API, enum
+        # cudaError): CUDA on an NVSwitch system without a running fabric manager.
+        example="CUDA error 802: system not yet initialized",
     ),
     Failure(
         re.compile(r"no CUDA-capable device is detected", re.I),
@@ -173,12 +225,16 @@ TEXT_FAILURES = [
         "driver is not loaded",
         "salt-call nvgpu.load_modules; then check the OCI hook or the CDI spec (nvidia-ctk cdi list)",
         "toolkit",
+        # NVIDIA's vectorAdd sample (cudaGetErrorString(cudaErrorNoDevice), error 100).
+        example="Failed to allocate device vector A (error code no CUDA-capable device is detected)!",
     ),
     Failure(
         re.compile(r"Failed to launch vectorAdd kernel|Result verification failed", re.I),
         "the GPU itself misbehaves: the kernel did not run or computed wrong results",
         GPU_FIX,
         "gpu",
+        # NVIDIA's vectorAdd sample.
+        example="Failed to launch vectorAdd kernel (error code unspecified launch failure)!",
     ),
     Failure(
         # What cmd.run_all reports when its timeout fires.
@@ -186,6 +242,7 @@ TEXT_FAILURES = [
         "the run did not finish within the timeout (a slow image pull, or a hung GPU)",
         "pull the image first or raise timeout=; check nvidia-smi and dmesg for a hung GPU",
         "podman",
+        example="['podman', 'run'] : Timed out after 300 seconds",
     ),
 ]
 

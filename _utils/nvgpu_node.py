@@ -56,6 +56,10 @@ SYS_DRIVER_VERSION = "/sys/module/nvidia/version"
 PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"
 # The versioned libcuda the driver package installs: the installed driver's version.
 DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
+# The driver's other libraries and its programs (nvidia-smi, nvidia-persistenced, ...):
+# with libcuda, the files the toolkit puts into containers.
+DRIVER_LIBS_GLOB = "/usr/lib64/libnvidia-*.so.*"
+DRIVER_BIN_GLOB = "/usr/bin/nvidia-*"
 # The initramfs of a kernel release, where dracut writes it on RHEL.
 INITRAMFS_IMAGE = "/boot/initramfs-{}.img"
 # PCI devices as sysfs shows them (each a directory with `vendor` and `device` files,
@@ -65,6 +69,20 @@ SYS_PCI_DEVICES = "/sys/bus/pci/devices"
 NVIDIA_PCI_VENDOR = "0x10de"
 NVSWITCH_DEVICE_IDS = ("0x1af1", "0x22a3")
 FABRIC_MANAGER_SERVICE = "nvidia-fabricmanager"
+# An installed kernel's image, as RHEL 8+'s kernel-core package places it (kernel-install
+# copies it to /boot): /lib/modules/<release>/vmlinuz.
+KERNEL_IMAGE = "vmlinuz"
+# Where kernel-devel puts a kernel's build tree (DKMS builds against it).
+KERNEL_SOURCES = "/usr/src/kernels"
+# A rootless user's runtime directory (systemd-logind makes it for a session, or at boot for
+# a user with lingering on: a file named after the user in LINGER_DIR), and the directory
+# that exists only while systemd is the init system.
+USER_RUNTIME_DIR = "/run/user"
+LINGER_DIR = "/var/lib/systemd/linger"
+SYSTEMD_RUN_DIR = "/run/systemd/system"
+# The keys the kernel holds (its built-in, secondary, platform and machine keyrings, as
+# root sees them): a module signed by one of them loads under Secure Boot.
+PROC_KEYS = "/proc/keys"
 
 DEFAULT_IMAGE = "docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1"
 # Podman's --pull policies.
@@ -263,6 +281,25 @@ def nvidia_ko_present(release):
         if any(pattern.fullmatch(name) for name in files):
             return True
     return False
+
+
+def release_key(release):
+    """
+    A sort key for kernel releases in rpm's order (rpmvercmp: runs of digits compare as
+    numbers and beat runs of letters): 4.18.0-553.el8_10 sorts after 4.18.0-513.24.1.el8_9.
+    """
+    return [(1, int(part), "") if part.isdigit() else (0, 0, part)
+            for part in re.findall(r"[0-9]+|[A-Za-z]+", str(release))]
+
+
+def installed_kernels():
+    """The kernel releases installed on the node (those with /lib/modules/<release>/vmlinuz), sorted."""
+    try:
+        names = os.listdir(LIB_MODULES)
+    except OSError:
+        return []
+    found = [name for name in names if os.path.isfile(os.path.join(LIB_MODULES, name, KERNEL_IMAGE))]
+    return sorted(found, key=release_key)
 
 
 def nvswitches():

@@ -12,6 +12,7 @@ import pytest
 
 from tests.functional.test_formula import _config, converge
 from tests.node import SALT_CALL, Node, site_pillar
+from tests.node.assets import NEXT_KERNEL_RELEASE
 
 pytestmark = pytest.mark.node
 
@@ -29,6 +30,17 @@ def converged(node_assets):
     node.pillar = pillar
     yield node
     node.destroy()
+
+
+# What any Podman command updates, also `podman image exists`: its locks and its state
+# database. Bookkeeping of Podman's own, not the node's configuration or images.
+PODMAN_BOOKKEEPING = ("storage/libpod/bolt_state.db", "storage.lock", "layers.lock")
+
+
+def unchanged(before, after):
+    def config(snapshot):
+        return {k: v for k, v in _config(snapshot).items() if not k.endswith(PODMAN_BOOKKEEPING)}
+    return config(before) == config(after)
 
 
 def doctor(node):
@@ -56,14 +68,18 @@ def assert_fails(data, retcode, *names):
 def test_a_converged_node_is_healthy_and_the_doctor_changes_nothing(converged):
     before = converged.snapshot()
     data, retcode = doctor(converged)
-    assert _config(before) == _config(converged.snapshot())
+    assert unchanged(before, converged.snapshot())
     assert_healthy(data, retcode)
     statuses = {c["name"]: c["status"] for c in data["checks"]}
-    for name in ("kernel-devel", "nvidia-ko", "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
-                 "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
-                 f"account:{USER}", f"subuid:{USER}", f"subgid:{USER}"):
+    for name in ("kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot", "nouveau", "nvidia-loaded",
+                 "driver-version", "device-nodes", "podman", "toolkit", "mode", "cdi-spec-count",
+                 "cdi-spec-readable", "cdi-spec-driver", f"account:{USER}", f"subuid:{USER}", f"subgid:{USER}",
+                 "image"):
         assert statuses[name] == "ok", (name, data["checks"])
-    assert statuses["fabric-manager"] == "skip"
+    # No NVSwitch; SELinux off on this machine's kernel; no systemd in the node (no logind,
+    # no lingering: Podman uses its fallback runtime dir).
+    for name in ("fabric-manager", "selinux-labels", f"runtime-dir:{USER}"):
+        assert statuses[name] == "skip", (name, data["checks"])
 
 
 def test_modules_unloaded_fail_and_the_doctor_loads_nothing(converged):
@@ -71,7 +87,7 @@ def test_modules_unloaded_fail_and_the_doctor_loads_nothing(converged):
     before = converged.snapshot()
     data, retcode = doctor(converged)
     # Nothing loaded, no device node created: sys-module and dev are as the reboot left them.
-    assert _config(before) == _config(converged.snapshot())
+    assert unchanged(before, converged.snapshot())
     failing = assert_fails(data, retcode, "nvidia-loaded", "device-nodes")
     assert "nvidia, nvidia_uvm" in failing["nvidia-loaded"]["evidence"]
     assert "nvgpu.load_modules" in failing["nvidia-loaded"]["fix"]
@@ -154,4 +170,59 @@ def test_an_installed_driver_not_loaded_after_a_stream_switch(converged, node_as
     converged.pillar = site_pillar(node_assets, rootless_users=[{"name": USER, "uid": 2001}])
     converged.write_pillar(converged.pillar)
     converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+
+
+def test_a_newer_kernel_without_the_driver(converged):
+    # As `dnf update` brings a kernel: its DKMS hook cannot build without its kernel-devel.
+    converged.dnf("install", "kernel-core")
+    assert converged.exists(f"/lib/modules/{NEXT_KERNEL_RELEASE}/vmlinuz")
+    failing = assert_fails(*doctor(converged), "nvidia-ko-newest")
+    assert f"the newest installed kernel {NEXT_KERNEL_RELEASE}" in failing["nvidia-ko-newest"]["evidence"]
+    assert f"kernel-devel-{NEXT_KERNEL_RELEASE} is not installed" in failing["nvidia-ko-newest"]["evidence"]
+    # The fix it names, as written.
+    fix = failing["nvidia-ko-newest"]["fix"]
+    assert fix.startswith(f"dnf install kernel-devel-{NEXT_KERNEL_RELEASE}, then dkms autoinstall -k ")
+    converged.dnf("install", f"kernel-devel-{NEXT_KERNEL_RELEASE}")
+    converged.run(["dkms", "autoinstall", "-k", NEXT_KERNEL_RELEASE], check=True)
+    data, retcode = doctor(converged)
+    assert_healthy(data, retcode)
+    assert "the next boot's" in next(c for c in data["checks"] if c["name"] == "nvidia-ko-newest")["evidence"]
+    converged.dnf("remove", "kernel-core", f"kernel-devel-{NEXT_KERNEL_RELEASE}")
+    assert_healthy(*doctor(converged))
+
+
+def test_secure_boot_with_the_dkms_key_not_enrolled(converged):
+    converged.set_secure_boot(True)
+    converged.reboot()
+    data, retcode = doctor(converged)
+    failing = [c for c in data["checks"] if c["status"] == "fail"]
+    # The cause first; without the module, nothing is loaded and no device node exists.
+    assert [c["name"] for c in failing] == ["secure-boot", "nvidia-loaded", "device-nodes"], failing
+    assert data["first_failing_layer"] == "driver" and retcode == 1
+    assert all(c["status"] == "ok" for c in data["checks"][:3]), data["checks"][:3]
+    evidence = failing[0]["evidence"]
+    assert "SecureBoot enabled" in evidence and "'DKMS module signing key' is not enrolled" in evidence
+    assert "mokutil --import /var/lib/dkms/mok.pub" in failing[0]["fix"]
+    # The load itself fails with the kernel's words, and its diagnosis is the same.
+    res = converged.salt_call("nvgpu.load_modules")
+    assert res.retcode != 0 and "Key was rejected by service" in res.stdout + res.stderr
+    assert "mokutil --import" in res.stdout + res.stderr
+    # The administrator enrolls DKMS's key (mokutil --import, confirmed in the MOK manager at boot).
+    converged.enroll_mok(converged.read_file("/var/lib/dkms/mok.pub"))
+    converge(converged, converged.pillar)
+    assert_healthy(*doctor(converged))
+    converged.set_secure_boot(False)
+
+
+def test_an_image_not_pulled_yet_is_a_warning(converged):
+    image = converged.pillar["gpu"]["validate"]["image"]
+    converged.run(["podman", "rmi", image], check=True)
+    before = converged.snapshot()
+    data, retcode = doctor(converged)
+    assert unchanged(before, converged.snapshot())  # not pulled
+    problems = [c for c in data["checks"] if c["status"] != "ok" and c["status"] != "skip"]
+    assert [(c["name"], c["status"]) for c in problems] == [("image", "warn")], problems
+    assert "the registry has it" in problems[0]["evidence"] and data["ok"] is True and retcode == 0
+    converged.run(["podman", "pull", image], check=True)
     assert_healthy(*doctor(converged))

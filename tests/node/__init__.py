@@ -22,6 +22,10 @@ REPO = HERE.parent.parent
 ENTER = HERE / "enter"
 LAYERS = ("etc", "usr", "var", "home", "root", "boot")
 SALT_CALL = Path(sys.executable).parent / "salt-call"
+# The UEFI variables of Secure Boot and of the enrolled Machine Owner Keys (in the node's
+# `efivars`, seen at /sys/firmware/efi/efivars).
+SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+MOK_LIST_VAR = "MokListRT-605dab50-e046-4300-abb6-3dd810dd8b23"
 # The character devices a minimal /dev needs (runc and Podman use them).
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
            "tty": (5, 0), "fuse": (10, 229), "net/tun": (10, 200)}
@@ -177,6 +181,15 @@ class Node:
         for tool in ("getsebool", "setsebool"):
             self.run(["install", "-D", "-m", "755", STANDIN, f"/usr/local/sbin/{tool}"], check=True)
 
+    def set_secure_boot(self, enabled):
+        """Secure Boot on or off in the node's firmware (the kernel reads it at the next boot)."""
+        (self.root / "efivars" / SECURE_BOOT_VAR).write_bytes(b"\x06\x00\x00\x00" + bytes([int(enabled)]))
+
+    def enroll_mok(self, certificate):
+        """What the MOK manager does at boot once the administrator confirms `mokutil --import`."""
+        path = self.root / "efivars" / MOK_LIST_VAR
+        path.write_text((path.read_text() if path.exists() else "") + certificate)
+
     def reboot(self):
         """What a reboot forgets: loaded modules and the device nodes they created."""
         for entry in (self.root / "sys-module").iterdir():
@@ -224,6 +237,10 @@ def _build_golden(assets, golden, rel):
     (golden / "tmp").chmod(0o1777)
     (golden / "sys-module" / "nouveau").mkdir(parents=True)
     (golden / "osrelease").write_text(rel.kernel_release + "\n")
+    # A UEFI machine with Secure Boot off (the variable as the kernel shows it: 4 bytes of
+    # attributes, then the value), no Machine Owner Key enrolled.
+    (golden / "efivars").mkdir()
+    (golden / "efivars" / SECURE_BOOT_VAR).write_bytes(b"\x06\x00\x00\x00\x00")
     dev = golden / "dev"
     for sub in ("pts", "shm", "mqueue", "net"):
         (dev / sub).mkdir(parents=True, exist_ok=True)
@@ -265,7 +282,8 @@ def _build_golden(assets, golden, rel):
         (golden / whiteout).parent.mkdir(parents=True, exist_ok=True)
         os.mknod(golden / whiteout, stat.S_IFCHR, os.makedev(0, 0))
     node = Node(golden, assets, rel.major)
-    node.run(["dnf", "-y", "-q", f"--releasever={rel.major}", "install", "redhat-release", "bash", "kmod", "dracut"],
+    node.run(["dnf", "-y", "-q", f"--releasever={rel.major}", "install", "redhat-release", "bash", "kmod", "dracut",
+              "mokutil"],
              check=True)
     # The installed kernel's initramfs, as its package's scriptlet builds it: no blacklist yet.
     node.run(["dracut", "-f", "--kver", rel.kernel_release], check=True)

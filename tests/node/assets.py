@@ -40,6 +40,9 @@ class Release:
     # as `semanage boolean -l` shows them (container-selinux's container.te).
     booleans: tuple
     container_tools: str = None    # the container-tools module stream (RHEL 8 only)
+    # A newer kernel in the OS repo, not installed on a fresh node: `dnf install kernel-core`
+    # installs it for the next boot, the way `dnf update` brings one.
+    next_kernel: str = None
 
     @property
     def dist(self):
@@ -61,16 +64,19 @@ _CONTAINER_BOOLEANS = (
 RELEASES = {
     # RHEL 8.9: container-selinux 2.221 (8.10's 2.229 too) has no container_use_xserver_devices.
     "8": Release("8", "8.9", "Ootpa", "4.18.0-513.24.1.el8_9", ("4.3.1", "1.module+el8.9.0"),
-                 ("2.221.0", "1.module+el8.9.0"), _CONTAINER_BOOLEANS, container_tools="rhel8"),
+                 ("2.221.0", "1.module+el8.9.0"), _CONTAINER_BOOLEANS, container_tools="rhel8",
+                 next_kernel="4.18.0-553.el8_10"),
     # RHEL 9.6: container-selinux 2.237.0, which has the boolean since 2.232.0
     # (containers/container-selinux#306); Podman as a plain package, no container-tools module.
     "9": Release("9", "9.6", "Plow", "5.14.0-570.12.1.el9_6", ("5.4.0", "1.el9"), ("2.237.0", "1.el9_6"),
                  _CONTAINER_BOOLEANS + (("container_use_xserver_devices", "off",
-                                         "Allow containers to use any xserver device"),)),
+                                         "Allow containers to use any xserver device"),),
+                 next_kernel="5.14.0-611.5.1.el9_7"),
 }
 DEFAULT_RELEASE = "8"
 KERNEL = RELEASES[DEFAULT_RELEASE].kernel
 KERNEL_RELEASE = RELEASES[DEFAULT_RELEASE].kernel_release
+NEXT_KERNEL_RELEASE = f"{RELEASES[DEFAULT_RELEASE].next_kernel}.x86_64"
 # Driver version of each nvidia-driver stream, and the kmod package that builds it.
 STREAMS = {
     "latest-dkms": ("580.105.08", "kmod-nvidia-latest-dkms"),
@@ -277,6 +283,7 @@ _OS_PACKAGES = {
     "bash": {"8": ("4.4.20", "4.el8_6"), "9": ("5.1.8", "9.el9")},
     "dracut": {"8": ("049", "228.git20230802.el8"), "9": ("057", "87.git20250311.el9_6")},
     "policycoreutils-python-utils": {"8": ("2.9", "24.el8"), "9": ("3.6", "2.1.el9")},
+    "mokutil": {"8": ("0.3.0", "12.el8"), "9": ("0.6.0", "4.el9")},
 }
 # Where the stand-in SELinux tools read which booleans the installed policy defines
 # (a real policy package carries them inside its .pp; see nvstandin's getsebool).
@@ -300,6 +307,8 @@ def _base_packages(rel):
     def os_package(name, **kwargs):
         return Package(name, *_OS_PACKAGES[name][rel.major], **kwargs)
 
+    next_version, next_release = rel.next_kernel.split("-", 1)
+    next_kernel_release = f"{rel.next_kernel}.x86_64"
     packages = [
         Package("redhat-release", rel.version, f"0.5.{rel.dist}", files={
             "/etc/os-release": os_release, "/etc/redhat-release": release, "/etc/system-release": release},
@@ -310,7 +319,17 @@ def _base_packages(rel):
         Package("kernel-headers", version, kernel_release,
                 files={"/usr/include/linux/version.h": f"/* {rel.kernel_release} */\n"}),
         os_package("dkms", arch="noarch", files={"/usr/sbin/dkms": STANDIN, "/usr/sbin/dkms-remove": STANDIN}),
-        os_package("kmod", files={"/usr/sbin/modprobe": STANDIN}),
+        # The next kernel: its image, and (like the real package's kernel-install, which runs
+        # DKMS's kernel hook) a DKMS build for it, which fails without its kernel-devel.
+        Package("kernel-core", next_version, next_release, files={
+            f"/lib/modules/{next_kernel_release}/vmlinuz": f"kernel image {next_kernel_release}\n"},
+            provides=["installonlypkg(kernel)"],
+            posttrans=f"[ ! -x /usr/sbin/dkms ] || /usr/sbin/dkms autoinstall -k {next_kernel_release} || :"),
+        Package("kernel-devel", next_version, next_release, files={
+            f"/usr/src/kernels/{next_kernel_release}/Makefile": f"# kernel {next_kernel_release}\n"},
+            provides=["installonlypkg(kernel)"]),
+        os_package("kmod", files={"/usr/sbin/modprobe": STANDIN, "/usr/sbin/modinfo": STANDIN}),
+        os_package("mokutil", files={"/usr/bin/mokutil": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
         os_package("bash", provides=["/bin/sh", "/bin/bash"]),
         os_package("dracut", files={"/usr/bin/dracut": STANDIN, "/usr/bin/lsinitrd": STANDIN}),

@@ -194,6 +194,14 @@ class TestLoadModules:
         assert "dmesg" in str(err.value)
         assert err.value.info["diagnosis"] == nvgpu_failures.KERNEL_REFUSED
 
+    def test_a_module_refused_under_secure_boot(self, nvgpu, host, run_all):
+        built(host)
+        run_all.on(MODPROBE, retcode=1, stderr="modprobe: ERROR: could not insert 'nvidia': Key was rejected by service")
+        with pytest.raises(CommandExecutionError) as err:
+            nvgpu.load_modules()
+        assert err.value.info["diagnosis"]["fix"] == nvgpu_failures.SECURE_BOOT_FIX
+        assert "mokutil --import" in str(err.value)
+
     def test_silent_success_without_module_is_a_failure(self, nvgpu, host, run_all):
         built(host)
         run_all.on(MODPROBE)

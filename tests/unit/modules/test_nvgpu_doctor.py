@@ -28,7 +28,11 @@ SPEC = {
     "containerEdits": {"mounts": [{"hostPath": f"/usr/lib64/libcuda.so.{DRIVER}", "containerPath": "/usr/lib64/x"}]},
 }
 # The commands the doctor may run: each only reads.
-READ_ONLY = (("rpm", "-q"), ("/usr/bin/podman", "--version"), ("systemctl", "is-active"))
+READ_ONLY = (("rpm", "-q"), ("/usr/bin/podman", "--version"), ("systemctl", "is-active"), ("mokutil", "--sb-state"),
+             ("mokutil", "--list-enrolled"), ("modinfo", "-k"), ("/usr/bin/podman", "image"),
+             ("/usr/bin/podman", "manifest"))
+IMAGE = nvgpu_node.DEFAULT_IMAGE
+NEXT_KERNEL = "4.18.0-553.el8_10.x86_64"
 
 
 @pytest.fixture
@@ -49,6 +53,7 @@ def salt_fns(run_all):
     fake.set("nvgpu_toolkit.config_value", True)
     fake.set("nvgpu_selinux.mode", "Enforcing")
     fake.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
+    fake.set("nvgpu_selinux.relabel_needed", [])
     fake.set("user.info", lambda name: {"name": name, "uid": UID, "gid": UID, "home": f"/home/{name}"}
              if name == "alice" else {})
     return fake
@@ -70,10 +75,14 @@ def configure_loader_modules(doctor, salt_fns):
 @pytest.fixture
 def node(host, run_all, which):
     """A healthy converged node in cdi mode with one rootless user, alice."""
-    which.tools |= {"rpm", "nvidia-ctk"}
+    which.tools |= {"rpm", "nvidia-ctk", "mokutil"}
     run_all.on("rpm", "-q", stdout=f"kernel-devel-{KERNEL}\nkernel-headers-{KERNEL}")
     run_all.on(which.path("podman"), "--version", stdout=PODMAN_OUT)
+    run_all.on(which.path("podman"), "image", "exists", IMAGE)
+    run_all.on("mokutil", "--sb-state", stdout="SecureBoot disabled")
+    host.write(f"/lib/modules/{KERNEL}/vmlinuz", "")
     host.write(f"/lib/modules/{KERNEL}/extra/nvidia.ko.xz", "")
+    host.write("/var/lib/systemd/linger/alice", "")
     host.write(f"/usr/lib64/libcuda.so.{DRIVER}", "")
     host.load("nvidia", "nvidia_uvm")
     host.write("/sys/module/nvidia/version", DRIVER + "\n")
@@ -97,9 +106,11 @@ def statuses(result):
     return {check["name"]: check["status"] for check in result["checks"]}
 
 
-CDI_NAMES = ["kernel-devel", "nvidia-ko", "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
+CDI_NAMES = ["kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot",
+             "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
              "fabric-manager", "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
-             "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "account:alice", "subuid:alice", "subgid:alice"]
+             "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels", "account:alice", "subuid:alice",
+             "subgid:alice", "runtime-dir:alice", "image"]
 
 
 def test_virtual(doctor):
@@ -160,7 +171,33 @@ def _nvswitch(node, which, run_all, **_):
     run_all.on("systemctl", "is-active", retcode=3, stdout="inactive")
 
 
+def _secure_boot_unenrolled(run_all, **_):
+    run_all.on("mokutil", "--sb-state", stdout="SecureBoot enabled")
+    run_all.on("modinfo", "-k", KERNEL, "-F", "signer", "nvidia", stdout="DKMS module signing key")
+    run_all.on("mokutil", "--list-enrolled", retcode=1, stderr="MokListRT is empty")
+
+
+def _newer_kernel(node, **_):
+    node.write(f"/lib/modules/{NEXT_KERNEL}/vmlinuz", "")
+
+
+def _image_unreachable(run_all, **_):
+    run_all.on(which_podman(), "image", "exists", IMAGE, retcode=1)
+    run_all.on(which_podman(), "manifest", "inspect", IMAGE, retcode=125,
+               stderr=f"Error: reading image \"docker://{IMAGE}\": manifest unknown")
+
+
+def which_podman():
+    return "/usr/bin/podman"
+
+
 FAULTS = {
+    "nvidia-ko-newest": _newer_kernel,
+    "secure-boot": _secure_boot_unenrolled,
+    "secure-boot ": lambda run_all, **_: (_secure_boot_unenrolled(run_all),
+                                          run_all.on("modinfo", "-k", KERNEL, "-F", "signer", "nvidia")),
+    "selinux-labels": lambda salt_fns, **_: salt_fns.set("nvgpu_selinux.relabel_needed", ["/dev/nvidia0"], []),
+    "image": _image_unreachable,
     "kernel-devel": lambda run_all, **_: run_all.on(
         "rpm", "-q", retcode=1, stdout=f"package kernel-devel-{KERNEL} is not installed\nkernel-headers-{KERNEL}"),
     "nouveau": lambda node, **_: node.load("nouveau"),
@@ -327,10 +364,117 @@ def test_hook_left_in_cdi_mode_warns(doctor, node):
 def test_user_argument_checks_that_user_only(doctor, node, salt_fns):
     result = doctor.run(user="carol")
     names = [c["name"] for c in result["checks"]]
-    assert names[-3:] == ["account:carol", "subuid:carol", "subgid:carol"] and "account:alice" not in names
+    assert names[-5:-1] == ["account:carol", "subuid:carol", "subgid:carol", "runtime-dir:carol"]
+    assert "account:alice" not in names
     assert statuses(result)["account:carol"] == "fail"
 
 
 def test_no_users_no_user_checks(doctor, node):
     doctor.__pillar__["gpu"]["rootless_users"] = []
     assert not [c for c in doctor.run()["checks"] if c["layer"] == "rootless" and c["name"] != "no-cgroups"]
+
+
+def test_every_declared_check_is_run_and_every_check_run_is_declared(doctor, node):
+    """The catalogue (CHECKS, source of docs/troubleshooting.md) and the walk agree."""
+    ran = [c["name"] for c in doctor.run()["checks"]]
+    hook_mode(doctor, node)
+    ran += [c["name"] for c in doctor.run()["checks"]]
+    declared = [check.name.replace("USER", "alice") for check in doctor.CHECKS]
+    assert sorted(set(ran)) == sorted(declared)
+    # In the catalogue's order.
+    assert [name for name in declared if name in ran[:len(CDI_NAMES)]] == CDI_NAMES
+    with pytest.raises(ValueError, match="CHECKS declares"):
+        doctor._check("nvidia-ko", "toolkit", "ok", "a check in another layer than declared")
+
+
+def test_the_newest_kernel_with_its_module_is_ok(doctor, node):
+    _newer_kernel(node)
+    node.write(f"/lib/modules/{NEXT_KERNEL}/extra/nvidia.ko.xz", "")
+    node.write("/lib/modules/4.18.0-477.el8_8.x86_64/vmlinuz", "")  # an older one: not the next boot's
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "nvidia-ko-newest")
+    assert check["status"] == "ok" and NEXT_KERNEL in check["evidence"]
+
+
+def test_a_newer_kernel_without_the_driver_names_its_kernel_devel(doctor, node):
+    _newer_kernel(node)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "nvidia-ko-newest")
+    assert f"kernel-devel-{NEXT_KERNEL} is not installed" in check["evidence"]
+    assert check["fix"] == f"dnf install kernel-devel-{NEXT_KERNEL}, then dkms autoinstall -k {NEXT_KERNEL} " \
+        "(a precompiled driver stream: dnf update brings its kmod package for that kernel)"
+
+
+def test_secure_boot_with_an_enrolled_signer(doctor, node, run_all):
+    _secure_boot_unenrolled(run_all)
+    run_all.on("mokutil", "--list-enrolled", stdout="[key 1]\nCertificate:\n    Data:\n"
+               "        Issuer: CN=DKMS module signing key\n        Subject: CN=DKMS module signing key\n")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "secure-boot")
+    assert check["status"] == "ok" and "DKMS module signing key" in check["evidence"]
+
+
+def test_secure_boot_with_a_key_the_kernel_holds(doctor, node, run_all):
+    # As /proc/keys shows the built-in keyring: a distribution's own signed module.
+    _secure_boot_unenrolled(run_all)
+    run_all.on("modinfo", "-k", KERNEL, "-F", "signer", "nvidia", stdout="Build time autogenerated kernel key")
+    node.write("/proc/keys", "1c0a2c67 I------     1 perm 1f010000     0     0 asymmetri Build time autogenerated "
+               "kernel key: 5d2f7a9b: X509.rsa 5d2f7a9b []\n")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "secure-boot")
+    assert check["status"] == "ok"
+
+
+def test_secure_boot_unknown_without_mokutil_or_efi(doctor, node, which, run_all):
+    run_all.on("mokutil", "--sb-state", retcode=1, stderr="EFI variables are not supported on this system")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "secure-boot")
+    assert check["status"] == "skip" and "EFI variables are not supported" in check["evidence"]
+    which.tools.discard("mokutil")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "secure-boot")
+    assert check["status"] == "skip" and "mokutil is not installed" in check["evidence"]
+
+
+def test_the_kernel_s_refusal_is_diagnosed_as_secure_boot():
+    said = "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service"
+    assert nvgpu_failures.diagnose_text(said)["fix"] == nvgpu_failures.SECURE_BOOT_FIX
+
+
+def test_no_runtime_dir_nor_lingering_under_systemd_warns(doctor, node):
+    node.path("/var/lib/systemd/linger/alice").unlink()
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "runtime-dir:alice")
+    assert check["status"] == "skip" and "systemd is not the init system" in check["evidence"]
+    node.path("/run/systemd/system").mkdir(parents=True)
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "runtime-dir:alice")
+    assert check["status"] == "warn" and check["fix"] == "loginctl enable-linger alice"
+    assert result["ok"] is True
+
+
+def test_a_runtime_dir_of_the_user_is_ok(doctor, node):
+    node.path("/var/lib/systemd/linger/alice").unlink()
+    path = node.path(f"/run/user/{UID}")
+    path.mkdir(parents=True)
+    os.chown(path, UID, UID)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "runtime-dir:alice")
+    assert check["status"] == "ok" and "owned by alice" in check["evidence"]
+    os.chown(path, 0, 0)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "runtime-dir:alice")
+    assert check["status"] == "fail" and "belongs to uid 0" in check["evidence"]
+
+
+def test_an_image_only_in_the_registry_warns_and_is_not_pulled(doctor, node, run_all):
+    run_all.on(which_podman(), "image", "exists", IMAGE, retcode=1)
+    run_all.on(which_podman(), "manifest", "inspect", IMAGE, stdout='{"schemaVersion": 2}')
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "image")
+    assert check["status"] == "warn" and "the registry has it" in check["evidence"]
+    assert check["fix"].startswith(f"podman pull {IMAGE}") and result["ok"] is True
+    assert not [argv for argv in run_all.argvs if "pull" in argv]
+    doctor.__pillar__["gpu"]["validate"] = {"pull": "never"}
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "image")
+    assert check["status"] == "fail" and "pull is never" in check["evidence"]
+
+
+def test_skopeo_reads_the_registry_where_installed(doctor, node, run_all, which):
+    which.tools.add("skopeo")
+    run_all.on(which_podman(), "image", "exists", IMAGE, retcode=1)
+    run_all.on(which.path("skopeo"), "inspect", "--raw", f"docker://{IMAGE}", stdout="{}")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "image")
+    assert check["status"] == "warn" and "skopeo inspect --raw" in check["evidence"]

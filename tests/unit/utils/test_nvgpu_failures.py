@@ -125,6 +125,13 @@ FAILURES = [
         "reload_driver",
         "kernel-modules",
     ),
+    # The stand-in modprobe's (and the kernel's, EKEYREJECTED) words under Secure Boot.
+    ("modprobe: ERROR: could not insert 'nvidia': Key was rejected by service", "Secure Boot", "mokutil --import",
+     "driver"),
+    # The kernel's log line for the same refusal (kernel/module/signing.c).
+    ("Loading of module with unavailable key is rejected", "not enrolled", "MOK manager", "driver"),
+    ("Loading of unsigned module is rejected", "unsigned", "mokutil", "driver"),
+    ("CUDA error 802: system not yet initialized", "Fabric Manager", "nvidia-fabricmanager", "fabric"),
 ]
 
 
@@ -163,6 +170,13 @@ class TestDiagnoseText:
 
     def test_successful_pull_chatter_is_not_a_failure(self):
         assert nvgpu_failures.diagnose_text("Trying to pull docker.io/x/y:v1...\nGetting image source signatures\n") is None
+
+    @pytest.mark.parametrize("failure", nvgpu_failures.TEXT_FAILURES, ids=lambda f: f.example[:40])
+    def test_each_example_finds_its_own_entry(self, failure):
+        # The example shown in docs/troubleshooting.md is diagnosed as this entry, not as an
+        # earlier, more general one.
+        assert nvgpu_failures.diagnose_text(failure.example) == {
+            "cause": failure.cause, "fix": failure.fix, "layer": failure.layer}
 
     def test_table_is_data(self):
         for failure in nvgpu_failures.TEXT_FAILURES:

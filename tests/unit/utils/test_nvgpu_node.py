@@ -267,6 +267,24 @@ def test_nvidia_ko_absent(host):
     assert nvgpu_node.nvidia_ko_present("4.18.0-477.10.1.el8_8.x86_64") is True
 
 
+def test_installed_kernels_in_rpm_order(host):
+    for release in ("4.18.0-553.el8_10.x86_64", "4.18.0-513.24.1.el8_9.x86_64", "4.18.0-80.el8.x86_64"):
+        host.touch(f"/lib/modules/{release}/vmlinuz")
+    host.touch("/lib/modules/6.1.0-28-amd64/modules.dep")  # modules, but no kernel image: not installed here
+    assert nvgpu_node.installed_kernels() == [
+        "4.18.0-80.el8.x86_64", "4.18.0-513.24.1.el8_9.x86_64", "4.18.0-553.el8_10.x86_64"]
+
+
+@pytest.mark.parametrize("older, newer", [
+    ("4.18.0-513.24.1.el8_9.x86_64", "4.18.0-553.el8_10.x86_64"),
+    ("5.14.0-427.13.1.el9_4.x86_64", "5.14.0-427.42.1.el9_4.x86_64"),
+    ("5.14.0-70.el9.x86_64", "5.14.0-503.11.1.el9_5.x86_64"),
+    ("4.18.0-553.el8_10.x86_64", "5.14.0-70.el9.x86_64"),
+])
+def test_release_key_orders_like_rpm(older, newer):
+    assert nvgpu_node.release_key(older) < nvgpu_node.release_key(newer)
+
+
 def test_device_nodes(host):
     host.touch("/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia-uvm", "/dev/nvidia-caps/nvidia-cap1", "/dev/null")
     dev = host.path("/dev")

@@ -103,19 +103,48 @@ def test_nouveau_loaded_again(converged):
     assert_healthy(*doctor(converged))
 
 
-def test_a_second_cdi_spec_in_var_run(converged):
-    # /var/run is a fresh tmpfs per command in the node: the spec and both doctors in one.
+def doctors_in_one_boot(node, *steps):
+    """
+    Each shell step, then the doctor, all in one command: /run (and /var/run) is a fresh
+    tmpfs per command in the node, so what a step puts there lives only that long.
+    Returns [(data, retcode)] of each doctor.
+    """
     run = f"{SALT_CALL} --local --out=json --log-level=quiet nvgpu.doctor; echo {MARK}$?"
-    script = (f"mkdir -p /var/run/cdi && cp /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml && {run}; "
-              f"rm /var/run/cdi/nvidia.yaml && {run}")
-    proc = converged.run(["sh", "-c", script])
+    proc = node.run(["sh", "-c", "; ".join(f"{step} && {run}" for step in steps)])
     parts = proc.stdout.split(MARK)
-    assert len(parts) == 3, proc
-    first, second = json.loads(parts[0])["local"], json.loads(parts[1].split("\n", 1)[1])["local"]
-    failing = assert_fails(first, int(parts[1].split("\n", 1)[0]), "cdi-spec-count")
+    assert len(parts) == len(steps) + 1, proc
+    results = []
+    for i, part in enumerate(parts[:-1]):
+        text = part.split("\n", 1)[1] if i else part
+        retcode = int(parts[i + 1].split("\n", 1)[0].strip())
+        results.append((json.loads(text)["local"], retcode))
+    return results
+
+
+def test_a_second_cdi_spec_in_var_run(converged):
+    first, second = doctors_in_one_boot(
+        converged, "mkdir -p /var/run/cdi && cp /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml",
+        "rm /var/run/cdi/nvidia.yaml")
+    failing = assert_fails(*first, "cdi-spec-count")
     assert "/etc/cdi/nvidia.yaml, /var/run/cdi/nvidia.yaml" in failing["cdi-spec-count"]["evidence"]
     assert failing["cdi-spec-count"]["fix"].startswith("keep one: rm /var/run/cdi/nvidia.yaml")
-    assert_healthy(second, int(parts[2].strip()))
+    assert_healthy(*second)
+
+
+def test_no_runtime_dir_nor_lingering_under_systemd(converged):
+    # systemd as init (its /run/systemd/system), no session for the user, lingering off;
+    # then what `loginctl enable-linger` writes.
+    linger = f"/var/lib/systemd/linger/{USER}"
+    first, second = doctors_in_one_boot(
+        converged, "mkdir -p /run/systemd/system", f"mkdir -p /var/lib/systemd/linger && touch {linger}")
+    data, retcode = first
+    problems = [c for c in data["checks"] if c["status"] not in ("ok", "skip")]
+    assert [(c["name"], c["status"]) for c in problems] == [(f"runtime-dir:{USER}", "warn")], problems
+    assert "/run/user/2001" in problems[0]["evidence"] and problems[0]["fix"] == f"loginctl enable-linger {USER}"
+    assert data["ok"] is True and retcode == 0
+    check = next(c for c in second[0]["checks"] if c["name"] == f"runtime-dir:{USER}")
+    assert check["status"] == "ok" and "lingering is on" in check["evidence"]
+    converged.run(["rm", "-r", "/var/lib/systemd/linger"], check=True)
 
 
 def test_a_stale_cdi_spec(converged):

@@ -19,10 +19,12 @@ tool and which package provides it.
           podman
 """
 
+import contextvars
 import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import nvgpu_failures
 import nvgpu_node
@@ -420,7 +422,14 @@ def _parse_vector_add(stdout, stderr=""):
     }
 
 
-def _validate_vector_add_args(image, user, runtime, mode, timeout, pull):
+_GPU_RE = re.compile(r"all|each|\d{1,3}|GPU-[0-9a-fA-F-]{8,64}")
+
+
+def _validate_vector_add_args(image, user, runtime, mode, timeout, pull, gpus="all"):
+    if not isinstance(gpus, (str, int)) or isinstance(gpus, bool) or not _GPU_RE.fullmatch(str(gpus)):
+        raise SaltInvocationError(
+            f"gpus must be all, each, a GPU index or a GPU UUID (GPU-..., nvidia-smi -L), not {gpus!r}"
+        )
     if runtime not in _RUNTIMES:
         raise SaltInvocationError(f"runtime must be one of {', '.join(_RUNTIMES)}, not {runtime!r}")
     if mode not in nvgpu_node.MODES:
@@ -447,6 +456,7 @@ def run_vector_add(
     mode="auto",
     timeout=300,
     pull="missing",
+    gpus="all",
 ):
     """
     Validate the node: run the CUDA vector add in a Podman container (or on the host)
@@ -480,6 +490,14 @@ def run_vector_add(
     pull
         Podman's ``--pull`` policy: always, missing (default), never, newer.
 
+    gpus
+        Which GPUs the check sees: ``all`` (default: every GPU, and the sample runs on the
+        first), one GPU by index or UUID (``GPU-...``; in a container through CDI
+        ``--device nvidia.com/gpu=ID``, with the hook ``NVIDIA_VISIBLE_DEVICES=ID``), or
+        ``each``: one check per GPU the driver lists (``nvgpu_health.gpus``), all at once,
+        each seeing only its GPU; it passes only when every GPU passes. See
+        :py:func:`_run_each` for its return.
+
     Returns ``{"passed": bool, "elements": int|None, "blocks": int|None, "threads": int|None,
     "user": str|None, "mode": str, "command": [argv], "retcode": int, "stdout": str,
     "stderr": str, "diagnosis": None|{"cause": str, "fix": str}, "duration_s": float}``.
@@ -493,15 +511,20 @@ def run_vector_add(
         salt '*' nvgpu.run_vector_add
         salt '*' nvgpu.run_vector_add user=gpuuser mode=cdi
         salt '*' nvgpu.run_vector_add image=registry.example.com/cuda-vector-add:v0.1
+        salt '*' nvgpu.run_vector_add gpus=each
+        salt '*' nvgpu.run_vector_add runtime=host gpus=each
     """
-    _validate_vector_add_args(image, user, runtime, mode, timeout, pull)
+    _validate_vector_add_args(image, user, runtime, mode, timeout, pull, gpus)
+    gpus = str(gpus)
 
     if runtime == "host":
         if "nvgpu_cuda.vector_add" not in __salt__:
             raise CommandExecutionError(
                 "runtime=host needs the nvgpu_cuda execution module, which is not loaded on this minion"
             )
-        result = __salt__["nvgpu_cuda.vector_add"](timeout=timeout)
+        if gpus == "each":
+            return _run_each(image, user, runtime, None, timeout, pull)
+        result = __salt__["nvgpu_cuda.vector_add"](timeout=timeout, **({} if gpus == "all" else {"gpu": gpus}))
         if not result.get("passed"):
             __context__["retcode"] = 1
         return result
@@ -515,6 +538,8 @@ def run_vector_add(
         # Read from __pillar__: Salt 3008's pillar.get masks values ("**********") for callers.
         configured = salt.utils.data.traverse_dict_and_list(__pillar__, "gpu:toolkit:mode", "auto")
         mode = configured if configured in ("hook", "cdi") else nvgpu_node.resolve_mode("auto", podman_version())
+    if gpus == "each":
+        return _run_each(image, user, runtime, mode, timeout, pull)
 
     # No network: the vector add needs none, and leaving it out keeps the result
     # about the GPU (no CNI/netavark or slirp4netns setup that can fail on its own).
@@ -533,7 +558,10 @@ def run_vector_add(
         argv.extend(_ROOTLESS_FLAGS)
         run_kwargs.update(nvgpu_node.user_run_kwargs(user, info))
     if mode == "cdi":
-        argv.extend(["--device", "nvidia.com/gpu=all"])
+        argv.extend(["--device", f"nvidia.com/gpu={gpus}"])
+    elif gpus != "all":
+        # The hook's choice of GPU; CUDA's too, since --privileged shows every device node.
+        argv.extend(["--env", f"NVIDIA_VISIBLE_DEVICES={gpus}", "--env", f"CUDA_VISIBLE_DEVICES={gpus}"])
     argv.append(image)
 
     start = time.monotonic()
@@ -562,6 +590,77 @@ def run_vector_add(
         "diagnosis": diagnosis,
         "duration_s": duration,
     }
+
+
+def _cdi_names():
+    """The device names of every CDI spec of kind nvidia.com/gpu on the node."""
+    names = set()
+    for path in nvgpu_node.cdi_spec_files():
+        spec = __salt__["nvgpu_toolkit.cdi_spec"](path)
+        if spec["kind"] == nvgpu_node.CDI_KIND:
+            names.update(str(name) for name in spec["devices"])
+    return names
+
+
+def _run_each(image, user, runtime, mode, timeout, pull):
+    """
+    ``run_vector_add gpus=each``: one check per GPU the driver lists, all at once. On the host,
+    one CUDA process per GPU with only that GPU visible (``nvgpu_cuda.vector_add_each``); in
+    containers, one ``podman run`` per GPU with only that GPU's CDI device (by UUID where the
+    spec names GPUs by UUID, else by index) or, with the hook, ``NVIDIA_VISIBLE_DEVICES``.
+
+    Returns ``{"passed": bool (every GPU passed), "gpus": [{"index", "uuid", "name", "pci",
+    ...that GPU's run_vector_add return...}], "failed_gpus": [{"index", "uuid", "name", "pci",
+    "cause", "fix", "layer"}], "user", "runtime", "mode", "diagnosis": None|{"cause", "fix",
+    "layer"} (naming each failed GPU), "duration_s"}``.
+    """
+    start = time.monotonic()
+    ret = {"passed": False, "gpus": [], "failed_gpus": [], "user": user, "runtime": runtime, "mode": mode,
+           "diagnosis": None, "duration_s": 0.0}
+    try:
+        found = __salt__["nvgpu_health.gpus"]()
+    except CommandExecutionError as err:
+        ret["diagnosis"] = diagnose(str(err)) or {
+            "cause": f"the driver could not list the GPUs: {err}",
+            "fix": nvgpu_failures.LOAD_MODULES_FIX, "layer": "kernel-modules"}
+        found = []
+    if not found and ret["diagnosis"] is None:
+        ret["diagnosis"] = {"cause": "the driver lists no GPU (nvidia-smi --query-gpu printed none)",
+                            "fix": nvgpu_failures.GPU_OFF_BUS_FIX, "layer": "gpu"}
+    if runtime == "host" and found:
+        results = __salt__["nvgpu_cuda.vector_add_each"]([gpu["uuid"] for gpu in found], timeout=timeout)
+    elif found:
+        names = _cdi_names() if mode == "cdi" else set()
+
+        def one(gpu):
+            chosen = gpu["uuid"] if mode != "cdi" or gpu["uuid"] in names or str(gpu["index"]) not in names \
+                else str(gpu["index"])
+            return run_vector_add(image=image, user=user, runtime=runtime, mode=mode, timeout=timeout,
+                                  pull=pull, gpus=chosen)
+
+        # Threads, each with its own copy of the loader's context (Salt's __salt__ lives in a
+        # contextvar); each waits on its own podman process.
+        with ThreadPoolExecutor(max_workers=len(found)) as pool:
+            futures = [pool.submit(contextvars.copy_context().run, one, gpu) for gpu in found]
+            results = [future.result() for future in futures]
+    else:
+        results = []
+    for gpu, result in zip(found, results):
+        ret["gpus"].append({**gpu, **result})
+        if not result["passed"]:
+            diagnosis = result.get("diagnosis") or dict(nvgpu_failures.UNKNOWN)
+            ret["failed_gpus"].append({**gpu, **{key: diagnosis.get(key) for key in ("cause", "fix", "layer")}})
+    if ret["failed_gpus"]:
+        first = ret["failed_gpus"][0]
+        ret["diagnosis"] = {
+            "cause": "; ".join(f"GPU {gpu['index']} ({gpu['uuid']}, {gpu['name']}): {gpu['cause']}"
+                               for gpu in ret["failed_gpus"]),
+            "fix": first["fix"], "layer": first["layer"]}
+    ret["passed"] = bool(found) and not ret["failed_gpus"] and ret["diagnosis"] is None
+    if not ret["passed"]:
+        __context__["retcode"] = 1
+    ret["duration_s"] = round(time.monotonic() - start, 3)
+    return ret
 
 
 def doctor(user=None):

@@ -122,6 +122,12 @@ def _random_floats(count):
     return array("f", bits.to_bytes(4 * count, "little"))
 
 
+def _uuid_text(raw):
+    """cuDeviceGetUuid's 16 bytes as nvidia-smi spells a GPU's UUID: GPU-8-4-4-4-12 hex digits."""
+    text = raw.hex()
+    return f"GPU-{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _check(elements, threads, device, report):
     """
     The check itself, in the child process: the same steps and messages as vectorAdd. The
@@ -182,6 +188,9 @@ def _check(elements, threads, device, report):
         name = ctypes.create_string_buffer(256)
         call("cuDeviceGetName", name, ctypes.c_int(256), dev)
         res["device_name"] = name.value.decode(errors="replace")
+        uuid = (ctypes.c_ubyte * 16)()
+        if getattr(cuda, "cuDeviceGetUuid", None) is not None and cuda.cuDeviceGetUuid(uuid, dev) == 0:
+            res["device_uuid"] = _uuid_text(bytes(uuid))
         call("cuCtxCreate_v2", ctypes.byref(ctx), ctypes.c_uint(0), dev)
         lap("init_s")
 
@@ -290,34 +299,7 @@ def _result_diagnosis(error):
     return diagnosis(error_id, call=error["call"], text=error.get("text"))
 
 
-def vector_add(elements=50000, threads=256, timeout=300, device=0):
-    """
-    Run the CUDA vectorAdd sample's check directly on the host, through the CUDA driver API
-    (``libcuda.so.1``): no container, no compiler, no CUDA toolkit. The return has the shape of
-    ``nvgpu.run_vector_add`` (``passed``, ``stdout`` with the sample's lines, ``diagnosis`` with
-    cause and fix on failure, ...) plus ``driver_version``, ``cuda_driver_version``,
-    ``device_name`` and ``timings`` (``init_s`` is cuInit plus context creation, the floor of any
-    CUDA program). A failed check is a result with ``passed: False`` and makes salt-call exit 1.
-
-    elements
-        Number of floats in each vector (the sample's 50000).
-
-    threads
-        Threads per block (the sample's 256).
-
-    timeout
-        Seconds after which a hung check is killed and reported as failed.
-
-    device
-        CUDA device index.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' nvgpu_cuda.vector_add
-        salt '*' nvgpu.run_vector_add runtime=host
-    """
+def _arguments(elements, threads, timeout, device):
     from salt.exceptions import SaltInvocationError
 
     try:
@@ -329,15 +311,36 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         raise SaltInvocationError(
             "elements and timeout must be positive, threads 1..1024 and device >= 0"
         )
+    return elements, threads, timeout, device
 
-    command = ["cuda-driver-api", "vectorAdd", str(elements)]
+
+def _start(elements, threads, device, gpu):
+    """The check's child process, started; ``gpu`` (a UUID or index) is all it can see."""
+    # Imported here, not at the top: the child runs this same file and needs no subprocess.
+    import subprocess
+
+    env = None
+    if gpu is not None:
+        # CUDA_VISIBLE_DEVICES: the driver shows the child this one GPU, as its device 0,
+        # whatever CUDA's own enumeration order (fastest first) would make of the indexes.
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
+    # -I -S: only the standard library, whatever PYTHONPATH the minion runs with.
+    argv = [sys.executable, "-I", "-S", __file__, json.dumps([elements, threads, device])]
+    log.debug("nvgpu_cuda: running %s (CUDA_VISIBLE_DEVICES=%s)", argv, gpu)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env), time.monotonic()
+
+
+def _finish(proc, started, elements, threads, timeout, deadline=None):
+    """The return of one check whose child ``proc`` was started at ``started``."""
+    import subprocess
+
     ret = {
         "passed": False,
         "elements": None,
         "blocks": None,
         "threads": None,
         "user": None,
-        "command": command,
+        "command": ["cuda-driver-api", "vectorAdd", str(elements)],
         "retcode": 1,
         "stdout": "",
         "stderr": "",
@@ -345,16 +348,9 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         "duration_s": 0.0,
         "driver_version": nvgpu_node.loaded_driver_version(),
     }
-    # Imported here, not at the top: the child runs this same file and needs no subprocess.
-    import subprocess
-
-    start = time.monotonic()
-    # -I -S: only the standard library, whatever PYTHONPATH the minion runs with.
-    argv = [sys.executable, "-I", "-S", __file__, json.dumps([elements, threads, device])]
-    log.debug("nvgpu_cuda: running %s", argv)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        result = _read_result(proc, timeout)
+        # At least a moment: a child that has already answered is read, not timed out.
+        result = _read_result(proc, max((deadline or started + timeout) - time.monotonic(), 0.01))
     except TimeoutError:
         proc.kill()
         try:
@@ -371,9 +367,9 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
             result = {"stdout": [], "stderr": [said], "error": error, "passed": False}
     # A child that gave its result is not waited for: it is tearing its context down, and
     # Python reaps it later (or init does, when this job process ends).
-    ret["duration_s"] = round(time.monotonic() - start, 3)
+    ret["duration_s"] = round(time.monotonic() - started, 3)
 
-    for key in ("device_name", "timings"):
+    for key in ("device_name", "device_uuid", "timings"):
         if key in result:
             ret[key] = result[key]
     if "cuda_driver_version" in result:
@@ -393,8 +389,75 @@ def vector_add(elements=50000, threads=256, timeout=300, device=0):
         ret["diagnosis"] = _result_diagnosis(result["error"])
         if result["error"]["name"] == "TIMEOUT":
             ret["retcode"] = 124
+    return ret
+
+
+def vector_add(elements=50000, threads=256, timeout=300, device=0, gpu=None):
+    """
+    Run the CUDA vectorAdd sample's check directly on the host, through the CUDA driver API
+    (``libcuda.so.1``): no container, no compiler, no CUDA toolkit. The return has the shape of
+    ``nvgpu.run_vector_add`` (``passed``, ``stdout`` with the sample's lines, ``diagnosis`` with
+    cause and fix on failure, ...) plus ``driver_version``, ``cuda_driver_version``,
+    ``device_name``, ``device_uuid`` and ``timings`` (``init_s`` is cuInit plus context creation,
+    the floor of any CUDA program). A failed check is a result with ``passed: False`` and makes
+    salt-call exit 1.
+
+    elements
+        Number of floats in each vector (the sample's 50000).
+
+    threads
+        Threads per block (the sample's 256).
+
+    timeout
+        Seconds after which a hung check is killed and reported as failed.
+
+    device
+        CUDA device index.
+
+    gpu
+        Check this GPU only: its UUID (``GPU-...``, as ``nvidia-smi -L`` lists it) or index, put
+        in ``CUDA_VISIBLE_DEVICES`` of the check's process, so that it sees no other GPU.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_cuda.vector_add
+        salt '*' nvgpu_cuda.vector_add gpu=GPU-46ee3110-da84-e783-305a-ccf3bac82310
+        salt '*' nvgpu.run_vector_add runtime=host
+    """
+    elements, threads, timeout, device = _arguments(elements, threads, timeout, device)
+    proc, started = _start(elements, threads, device, gpu)
+    ret = _finish(proc, started, elements, threads, timeout)
+    if not ret["passed"]:
         __context__["retcode"] = 1
     return ret
+
+
+def vector_add_each(gpus, elements=50000, threads=256, timeout=300):
+    """
+    The host check on each GPU of ``gpus`` (UUIDs or indexes) at once: one child process per
+    GPU, each seeing only its GPU, all started before any is waited for. Returns one
+    :py:func:`vector_add` return per GPU, in the order given; the job's exit code is 1 when
+    one fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_cuda.vector_add_each '[GPU-46ee3110-da84-e783-305a-ccf3bac82310, 1]'
+    """
+    elements, threads, timeout, _ = _arguments(elements, threads, timeout, 0)
+    if not isinstance(gpus, (list, tuple)):
+        from salt.exceptions import SaltInvocationError
+
+        raise SaltInvocationError(f"gpus must be a list of GPU UUIDs or indexes, not {gpus!r}")
+    started = [_start(elements, threads, 0, gpu) for gpu in gpus]
+    deadline = time.monotonic() + timeout
+    results = [_finish(proc, at, elements, threads, timeout, deadline) for proc, at in started]
+    if not all(ret["passed"] for ret in results):
+        __context__["retcode"] = 1
+    return results
 
 
 if __name__ == "__main__":

@@ -58,6 +58,15 @@ CHECKS = (
           "NVSwitch PCI devices in `/sys/bus/pci/devices` (10de:1af1, 10de:22a3); then "
           "`systemctl is-active nvidia-fabricmanager`",
           "install nvidia-fabricmanager of the driver's version, `systemctl enable --now nvidia-fabricmanager`"),
+    # Each GPU's health, from nvgpu_health (read-only; per GPU by index, UUID and PCI address).
+    Check("gpus-on-bus", "gpu", "NVIDIA display-class devices in `/sys/bus/pci/devices` against "
+          "`nvidia-smi --query-gpu` (a GPU off the bus)",
+          "drain and reboot the node; reseat or replace the GPU (RMA) if it stays missing"),
+    Check("xid", "gpu", "Xid errors in the kernel log since boot (`/dev/kmsg`, what dmesg reads), per GPU",
+          "drain the node, reset the GPU (`nvidia-smi -r -i N`) or reboot; RMA if it recurs"),
+    Check("gpu-memory", "gpu", "`nvidia-smi --query-gpu` ECC errors, retired pages and remapped rows pending, "
+          "remapping failures", "drain, reset the GPU (`nvidia-smi -r -i N`) or reboot; RMA when no spare rows are left"),
+    Check("dcgm", "gpu", "`dcgmi` in PATH: offers `dcgmi diag -r 1` (`salt-call nvgpu_health.dcgm_diag`)", None),
     Check("podman", "podman", "`podman --version`", "`salt-call state.apply gpu` (pillar `gpu:runtime`)"),
     Check("toolkit", "toolkit", "`nvidia-ctk` in PATH", "`salt-call state.apply gpu` (pillar `gpu:toolkit:package`)"),
     Check("mode", "toolkit", "pillar `gpu:toolkit:mode`, and Podman's version for `auto`",
@@ -607,8 +616,9 @@ def run(user=None):
         Check this rootless user only. Default: every user of pillar ``gpu:rootless_users``.
 
     Returns ``{"ok": bool, "first_failing_layer": str|None, "checks": [{"name", "layer",
-    "status": ok|fail|warn|skip, "evidence", "fix"}]}``; the job's exit code is 1 when a
-    check fails.
+    "status": ok|fail|warn|skip, "evidence", "fix"}], "gpus": [{"index", "uuid", "name", "pci",
+    "healthy", "causes"}], "gpus_healthy": int, "gpus_failing": int}`` (the GPUs as
+    ``nvgpu_health.check`` sees them); the job's exit code is 1 when a check fails.
 
     CLI Example:
 
@@ -633,6 +643,9 @@ def run(user=None):
         _device_nodes(loaded),
         _fabric_manager(),
     ]
+    # Each GPU's health (nvgpu_health): on the bus, Xid errors, ECC and remapped memory.
+    health = __salt__["nvgpu_health.check"](loaded=loaded is not None)
+    checks += health["checks"]
     podman, podman_version = _podman()
     checks += [podman, _toolkit()]
     mode_check, mode = _mode(podman_version)
@@ -647,4 +660,5 @@ def run(user=None):
     failing = [check for check in checks if check["status"] == "fail"]
     if failing:
         __context__["retcode"] = 1
-    return {"ok": not failing, "first_failing_layer": failing[0]["layer"] if failing else None, "checks": checks}
+    return {"ok": not failing, "first_failing_layer": failing[0]["layer"] if failing else None, "checks": checks,
+            "gpus": health["gpus"], "gpus_healthy": health["healthy"], "gpus_failing": health["failing"]}

@@ -229,6 +229,14 @@ TEXT_FAILURES = [
         example="Failed to allocate device vector A (error code no CUDA-capable device is detected)!",
     ),
     Failure(
+        # cudaErrorECCUncorrectable's text, as the vectorAdd sample prints it (cudaGetErrorString).
+        re.compile(r"uncorrectable ECC error encountered", re.I),
+        "the GPU has an uncorrectable ECC memory error: the GPU is bad until it is reset, and may "
+        "need service",
+        GPU_FIX,
+        "gpu",
+    ),
+    Failure(
         re.compile(r"Failed to launch vectorAdd kernel|Result verification failed", re.I),
         "the GPU itself misbehaves: the kernel did not run or computed wrong results",
         GPU_FIX,
@@ -525,3 +533,47 @@ def combine(diagnoses):
         "; then ".join(d["fix"] for d in diagnoses),
         diagnoses[0]["layer"],
     )
+
+
+# ---------------------------------------------------------------------------
+# One GPU's health: Xid errors, ECC, retired and remapped memory, a GPU off the bus
+# ---------------------------------------------------------------------------
+
+DRAIN_RESET_FIX = (
+    "drain the node (no new jobs), then reset the GPU (nvidia-smi -r -i {index}, with no process on it) "
+    "or reboot the node"
+)
+RMA_FIX = "if it recurs after the reset, the GPU needs service (RMA): nvidia-bug-report.sh for the vendor"
+NO_SPARE_ROWS_FIX = "drain the node: the GPU has no spare memory rows left and needs service (RMA)"
+GPU_OFF_BUS_FIX = (
+    "drain the node and reboot it (a GPU off the bus comes back only with a reboot or a PCI reset); "
+    "if it stays missing, reseat or replace it (RMA); dmesg shows the driver's reason (Xid 79, RmInitAdapter)"
+)
+# What an Xid error means and whether it makes the GPU unhealthy (fail) or is usually caused
+# by an application (warn), after NVIDIA's Xid catalog
+# (https://docs.nvidia.com/deploy/xid-errors/); Xids not listed are reported as warnings.
+XIDS = {
+    13: ("warn", "graphics engine exception (usually an application fault)"),
+    31: ("warn", "GPU memory page fault (usually an application fault)"),
+    43: ("warn", "GPU stopped processing (usually an application fault)"),
+    45: ("warn", "preemptive cleanup after a previous error"),
+    48: ("fail", "double bit ECC error (DBE): uncorrectable GPU memory error"),
+    61: ("fail", "internal micro-controller breakpoint/warning"),
+    62: ("fail", "internal micro-controller halt"),
+    63: ("fail", "ECC page retirement or row remapping recorded: the GPU needs a reset to use it"),
+    64: ("fail", "ECC page retirement or row remapping failure"),
+    74: ("fail", "NVLink error"),
+    79: ("fail", "GPU has fallen off the bus"),
+    92: ("fail", "high single-bit ECC error rate"),
+    94: ("fail", "contained ECC error"),
+    95: ("fail", "uncontained ECC error"),
+    109: ("warn", "context switch timeout"),
+    119: ("fail", "GSP RPC timeout"),
+    120: ("fail", "GSP error"),
+    140: ("fail", "unrecovered ECC error"),
+}
+
+
+def xid_meaning(xid):
+    """(status, meaning) of an Xid error number: status fail (the GPU is unhealthy) or warn."""
+    return XIDS.get(int(xid), ("warn", "see NVIDIA's Xid catalog"))

@@ -83,6 +83,11 @@ SYSTEMD_RUN_DIR = "/run/systemd/system"
 # The keys the kernel holds (its built-in, secondary, platform and machine keyrings, as
 # root sees them): a module signed by one of them loads under Secure Boot.
 PROC_KEYS = "/proc/keys"
+# PCI class codes of GPUs (display controllers): VGA 0x0300xx, 3D controller 0x0302xx (the
+# data-centre GPUs). NVSwitches (0x0680xx) and the GPUs' audio functions (0x0403xx) are not GPUs.
+GPU_PCI_CLASSES = ("0x0300", "0x0302")
+# The kernel's log since boot (what dmesg reads), one record per read: "PRIO,SEQ,USEC,FLAGS;TEXT".
+KMSG = "/dev/kmsg"
 
 DEFAULT_IMAGE = "docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1"
 # Podman's --pull policies.
@@ -316,6 +321,121 @@ def nvswitches():
         if vendor == NVIDIA_PCI_VENDOR and device in NVSWITCH_DEVICE_IDS:
             found.append(address)
     return sorted(found)
+
+
+def pci_gpus():
+    """The PCI addresses of the NVIDIA GPUs on the bus (sysfs), sorted, e.g. ["0000:3b:00.0"]."""
+    try:
+        addresses = os.listdir(SYS_PCI_DEVICES)
+    except OSError:
+        return []
+    found = []
+    for address in addresses:
+        path = os.path.join(SYS_PCI_DEVICES, address)
+        vendor = (read_file(os.path.join(path, "vendor")) or "").strip().lower()
+        klass = (read_file(os.path.join(path, "class")) or "").strip().lower()
+        if vendor == NVIDIA_PCI_VENDOR and klass.startswith(GPU_PCI_CLASSES):
+            found.append(address.lower())
+    return sorted(found)
+
+
+def pci_address(bus_id):
+    """
+    One spelling of a GPU's PCI address, "0000:3b:00.0", from nvidia-smi's
+    "00000000:3B:00.0" (8-digit domain), sysfs' "0000:3b:00.0" or an Xid's "PCI:0000:3b:00"
+    (no function: .0 assumed). None when ``bus_id`` is no PCI address.
+    """
+    match = re.fullmatch(r"(?:PCI:)?([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})(?:\.([0-7]))?",
+                         str(bus_id or "").strip())
+    if not match:
+        return None
+    domain, bus, device, function = match.groups()
+    return f"{int(domain, 16):04x}:{bus.lower()}:{device.lower()}.{function or 0}"
+
+
+def read_kmsg(path=None):
+    """
+    The kernel log's messages since boot (as far as the ring buffer reaches), oldest first:
+    what ``dmesg`` prints. Read without blocking, as dmesg does: /dev/kmsg gives one record
+    per read and EAGAIN at the end. Raises OSError where it cannot be read (not root,
+    kernel.dmesg_restrict, no /dev/kmsg).
+    """
+    import errno  # pylint: disable=import-outside-toplevel
+
+    chunks = []
+    fd = os.open(path or KMSG, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 8192)
+            except OSError as err:
+                if err.errno == errno.EAGAIN:
+                    break
+                if err.errno == errno.EPIPE:  # records overwritten while reading: read on
+                    continue
+                raise
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    messages = []
+    for line in b"".join(chunks).decode("utf-8", errors="replace").splitlines():
+        # Continuation lines (" SUBSYSTEM=pci") carry a record's key/value dictionary.
+        if line.startswith(" ") or ";" not in line:
+            continue
+        messages.append(line.split(";", 1)[1])
+    return messages
+
+
+# NVRM: Xid (PCI:0000:3b:00): 48, pid=4123, name=vectorAdd, An uncorrectable double bit error ...
+_XID_RE = re.compile(r"NVRM: Xid \((PCI:[0-9a-fA-F:.]+)\): (\d+),\s*(.*)")
+
+
+def parse_xids(messages):
+    """The Xid errors in kernel log messages: [{"pci": "0000:3b:00.0", "xid": 48, "text": line}]."""
+    found = []
+    for message in messages:
+        match = _XID_RE.search(message)
+        if match:
+            found.append({"pci": pci_address(match.group(1)), "xid": int(match.group(2)),
+                          "text": match.group(0).strip()})
+    return found
+
+
+# The GPU facts nvidia-smi --query-gpu gives per GPU, in this order (`nvidia-smi
+# --help-query-gpu` names them; [N/A] where a GPU has no such feature, e.g. page retirement
+# on the H100/H200, which remap rows instead).
+SMI_GPU_FIELDS = ("index", "uuid", "name", "pci.bus_id")
+SMI_HEALTH_FIELDS = SMI_GPU_FIELDS + (
+    "ecc.mode.current", "ecc.errors.uncorrected.volatile.total", "retired_pages.pending",
+    "remapped_rows.pending", "remapped_rows.failure", "remapped_rows.uncorrectable",
+)
+
+
+def parse_smi_csv(text, fields):
+    """
+    ``nvidia-smi --query-gpu=FIELDS --format=csv,noheader,nounits`` -> one dict per GPU,
+    keyed by field; "index" an int, "pci.bus_id" as :py:func:`pci_address` spells it,
+    "[N/A]" / "[Not Supported]" / "N/A" as None. Lines with another number of fields
+    (nvidia-smi's own messages, e.g. for a GPU it cannot reach) are skipped.
+    """
+    rows = []
+    for line in (text or "").splitlines():
+        values = [value.strip() for value in line.split(",")]
+        if len(values) != len(fields) or not values[0].isdigit():
+            continue
+        row = {}
+        for field, value in zip(fields, values):
+            if value in ("[N/A]", "N/A", "[Not Supported]", "Not Supported", "[Unknown Error]"):
+                value = None
+            elif field == "index":
+                value = int(value)
+            elif field == "pci.bus_id":
+                value = pci_address(value) or value
+            row[field] = value
+        rows.append(row)
+    return rows
 
 
 def cdi_spec_files():

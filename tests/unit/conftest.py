@@ -36,6 +36,7 @@ _PATHS = (
     "LINGER_DIR",
     "SYSTEMD_RUN_DIR",
     "PROC_KEYS",
+    "KMSG",
 )
 
 

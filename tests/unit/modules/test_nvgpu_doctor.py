@@ -27,10 +27,13 @@ SPEC = {
     "devices": [{"name": "all", "containerEdits": {"deviceNodes": [{"path": "/dev/nvidia0"}]}}],
     "containerEdits": {"mounts": [{"hostPath": f"/usr/lib64/libcuda.so.{DRIVER}", "containerPath": "/usr/lib64/x"}]},
 }
+SMI_QUERY = "--query-gpu=" + ",".join(nvgpu_node.SMI_HEALTH_FIELDS)
+GPU_UUID = "GPU-4b2f9a1e-5c3d-4e7f-9a8b-1c2d3e4f5a6b"
+HEALTHY_SMI = f"0, {GPU_UUID}, NVIDIA A100-SXM4-80GB, 00000000:3B:00.0, Enabled, 0, No, No, No, 0\n"
 # The commands the doctor may run: each only reads.
 READ_ONLY = (("rpm", "-q"), ("/usr/bin/podman", "--version"), ("systemctl", "is-active"), ("mokutil", "--sb-state"),
              ("mokutil", "--list-enrolled"), ("modinfo", "-k"), ("/usr/bin/podman", "image"),
-             ("/usr/bin/podman", "manifest"))
+             ("/usr/bin/podman", "manifest"), ("/usr/bin/nvidia-smi", SMI_QUERY))
 IMAGE = nvgpu_node.DEFAULT_IMAGE
 NEXT_KERNEL = "4.18.0-553.el8_10.x86_64"
 
@@ -42,9 +45,18 @@ def doctor(host, monkeypatch):
 
 
 @pytest.fixture
-def salt_fns(run_all):
-    toolkit, selinux, rootless = (real(f"_modules/nvgpu_{name}.py") for name in ("toolkit", "selinux", "rootless"))
-    fake = FakeSalt(toolkit, selinux, rootless, functions={"user.info": salt.modules.useradd.info}, run_all=run_all)
+def health(host):
+    return load("_modules/nvgpu_health.py")
+
+
+@pytest.fixture
+def salt_fns(run_all, health):
+    toolkit, selinux, rootless, real_health = (
+        real(f"_modules/nvgpu_{name}.py") for name in ("toolkit", "selinux", "rootless", "health"))
+    fake = FakeSalt(toolkit, selinux, rootless, real_health, functions={"user.info": salt.modules.useradd.info},
+                    run_all=run_all)
+    # The GPU health checks are the real ones, on the temporary tree and the fake nvidia-smi.
+    fake.set("nvgpu_health.check", health.check)
     # The readers of files answer with the real functions, on the temporary tree.
     for key in ("cdi_spec", "oci_hook", "oci_hook_content"):
         fake.set(f"nvgpu_toolkit.{key}", getattr(toolkit, key))
@@ -60,8 +72,9 @@ def salt_fns(run_all):
 
 
 @pytest.fixture
-def configure_loader_modules(doctor, salt_fns):
+def configure_loader_modules(doctor, health, salt_fns):
     return {
+        health: {"__salt__": salt_fns, "__grains__": {"kernel": "Linux"}, "__context__": {}},
         doctor: {
             "__salt__": salt_fns,
             "__pillar__": {"gpu": {"toolkit": {"mode": "cdi"}, "rootless_users": [{"name": "alice", "uid": UID}]}},
@@ -75,8 +88,16 @@ def configure_loader_modules(doctor, salt_fns):
 @pytest.fixture
 def node(host, run_all, which):
     """A healthy converged node in cdi mode with one rootless user, alice."""
-    which.tools |= {"rpm", "nvidia-ctk", "mokutil"}
+    which.tools |= {"rpm", "nvidia-ctk", "mokutil", "nvidia-smi"}
     run_all.on("rpm", "-q", stdout=f"kernel-devel-{KERNEL}\nkernel-headers-{KERNEL}")
+    run_all.on(which.path("nvidia-smi"), SMI_QUERY, stdout=HEALTHY_SMI)
+    # One GPU on the PCI bus, and a kernel log with the driver's start and no Xid.
+    host.write("/sys/bus/pci/devices/0000:3b:00.0/vendor", "0x10de\n")
+    host.write("/sys/bus/pci/devices/0000:3b:00.0/class", "0x030200\n")
+    host.write("/sys/bus/pci/devices/0000:00:00.0/vendor", "0x8086\n")
+    host.write("/sys/bus/pci/devices/0000:00:00.0/class", "0x060000\n")
+    host.write("/dev/kmsg", "6,354,659407,-;nvidia-nvlink: Nvlink Core is being initialized\n"
+               "3,355,659423,-;NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n")
     run_all.on(which.path("podman"), "--version", stdout=PODMAN_OUT)
     run_all.on(which.path("podman"), "image", "exists", IMAGE)
     run_all.on("mokutil", "--sb-state", stdout="SecureBoot disabled")
@@ -106,9 +127,10 @@ def statuses(result):
     return {check["name"]: check["status"] for check in result["checks"]}
 
 
+GPU_NAMES = ["gpus-on-bus", "xid", "gpu-memory", "dcgm"]
 CDI_NAMES = ["kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot",
              "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
-             "fabric-manager", "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
+             "fabric-manager", *GPU_NAMES, "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
              "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels", "account:alice", "subuid:alice",
              "subgid:alice", "runtime-dir:alice", "image"]
 
@@ -122,8 +144,11 @@ def test_virtual(doctor):
 def test_a_healthy_node_is_ok(doctor, node, run_all, salt_fns):
     result = doctor.run()
     assert [check["name"] for check in result["checks"]] == CDI_NAMES
-    assert statuses(result) == {name: "skip" if name in ("fabric-manager", "oci-hook", "no-cgroups") else "ok"
-                                for name in CDI_NAMES}
+    skipped = ("fabric-manager", "dcgm", "oci-hook", "no-cgroups")
+    assert statuses(result) == {name: "skip" if name in skipped else "ok" for name in CDI_NAMES}
+    assert result["gpus"] == [{"index": 0, "uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-80GB", "pci": "0000:3b:00.0",
+                               "healthy": True, "causes": []}]
+    assert (result["gpus_healthy"], result["gpus_failing"]) == (1, 0)
     assert result["ok"] is True and result["first_failing_layer"] is None
     assert "retcode" not in doctor.__context__
     for check in result["checks"]:
@@ -140,7 +165,7 @@ def test_a_healthy_node_in_hook_mode(doctor, node, salt_fns):
     result = doctor.run()
     assert result["ok"] is True
     assert {name for name, status in statuses(result).items() if status == "skip"} == {
-        "fabric-manager", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
+        "fabric-manager", "dcgm", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
     assert salt_fns.actions() == []
 
 
@@ -191,6 +216,20 @@ def which_podman():
     return "/usr/bin/podman"
 
 
+XID_48 = ("3,1201,88123456,-;NVRM: Xid (PCI:0000:3b:00): 48, pid=4123, name=vectorAdd, An uncorrectable "
+          "double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.\n")
+
+
+def _gpu_off_the_bus(node, **_):
+    node.write("/sys/bus/pci/devices/0000:5e:00.0/vendor", "0x10de\n")
+    node.write("/sys/bus/pci/devices/0000:5e:00.0/class", "0x030200\n")
+
+
+def _memory_errors(run_all, which, **_):
+    bad = HEALTHY_SMI.replace("Enabled, 0, No, No, No, 0", "Enabled, 2, No, Yes, No, 1")
+    run_all.on(which.path("nvidia-smi"), SMI_QUERY, stdout=bad)
+
+
 FAULTS = {
     "nvidia-ko-newest": _newer_kernel,
     "secure-boot": _secure_boot_unenrolled,
@@ -205,6 +244,9 @@ FAULTS = {
     "driver-version": lambda node, **_: node.write("/usr/lib64/libcuda.so.560.35.03", ""),
     "device-nodes": lambda node, **_: node.path("/dev/nvidia-uvm").unlink(),
     "fabric-manager": _nvswitch,
+    "gpus-on-bus": _gpu_off_the_bus,
+    "xid": lambda node, **_: node.write("/dev/kmsg", XID_48),
+    "gpu-memory": _memory_errors,
     "podman": lambda which, **_: which.tools.discard("podman"),
     "toolkit": lambda which, **_: which.tools.discard("nvidia-ctk"),
     "mode": lambda doctor, **_: doctor.__pillar__["gpu"]["toolkit"].update(mode="docker"),
@@ -287,6 +329,7 @@ def test_nothing_loaded_skips_what_needs_the_driver(doctor, node):
     result = statuses(doctor.run())
     assert result["nvidia-loaded"] == "fail"
     assert result["driver-version"] == result["cdi-spec-driver"] == "skip"
+    assert result["gpus-on-bus"] == result["xid"] == result["gpu-memory"] == "skip"
 
 
 def test_loaded_without_a_module_file_for_this_kernel_warns(doctor, node):

@@ -119,11 +119,17 @@ libdir=$(dirname "$libcuda")
     echo 'cdiVersion: "0.5.0"'
     echo "kind: nvidia.com/gpu"
     echo "devices:"
+    # Each GPU by index and by UUID, as nvidia-ctk cdi generate names them
+    # (--device-name-strategy index and uuid).
     for node in /dev/nvidia[0-9]*; do
-        echo "  - name: \"${node#/dev/nvidia}\""
-        echo "    containerEdits:"
-        echo "      deviceNodes:"
-        echo "        - path: $node"
+        index=${node#/dev/nvidia}
+        uuid=$(nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$index")
+        for name in "$index" "$uuid"; do
+            echo "  - name: \"$name\""
+            echo "    containerEdits:"
+            echo "      deviceNodes:"
+            echo "        - path: $node"
+        done
     done
     echo "  - name: all"
     echo "    containerEdits:"

@@ -218,3 +218,75 @@ def test_container_without_the_gpu_fails_with_the_diagnosis(salt_conf, podman_no
     assert "CUDA driver version is insufficient for CUDA runtime version" in ret["stderr"] + ret["stdout"]
     assert "libcuda was not injected" in ret["diagnosis"]["cause"]
     assert ret["elements"] == 50000 and ret["blocks"] is None
+
+
+# --- every GPU, one check each (issue 14) -------------------------------------------------
+
+
+def _check_each(ret, runtime):
+    smi = _smi_gpus()
+    assert ret["passed"] is True and ret["diagnosis"] is None and ret["failed_gpus"] == []
+    assert ret["runtime"] == runtime
+    assert [(gpu["index"], gpu["uuid"], gpu["name"]) for gpu in ret["gpus"]] == [
+        (int(row[0]), row[2], row[1]) for row in smi]
+    for gpu in ret["gpus"]:
+        assert gpu["passed"] is True and gpu["stdout"].splitlines()[:5] == SAMPLE_LINES[:5]
+        assert gpu["pci"] and gpu["pci"].count(":") == 2
+
+
+def test_each_gpu_host_passes(salt_conf):
+    res = salt_call(salt_conf, "nvgpu.run_vector_add", "runtime=host", "gpus=each")
+    assert res.retcode == 0, res
+    _check_each(res.data, "host")
+    for gpu in res.data["gpus"]:
+        # The check ran on that GPU and saw no other: CUDA's device 0 is that UUID.
+        assert gpu["device_uuid"] == gpu["uuid"]
+
+
+def test_one_gpu_host_by_uuid_and_index(salt_conf):
+    last = _smi_gpus()[-1]
+    for chosen in (last[2], last[0]):
+        res = salt_call(salt_conf, "nvgpu.run_vector_add", "runtime=host", f"gpus={chosen}")
+        assert res.retcode == 0, res
+        assert res.data["passed"] is True and res.data["device_uuid"] == last[2]
+
+
+def test_each_gpu_container_cdi_passes(salt_conf, podman_node):
+    res = salt_call(salt_conf, "nvgpu.run_vector_add", "mode=cdi", "gpus=each", f"image={podman_node['image']}")
+    assert res.retcode == 0, res
+    _check_each(res.data, "podman")
+    for gpu in res.data["gpus"]:
+        # Only that GPU's CDI device, by UUID (the spec names each GPU by index and UUID).
+        assert ["--device", f"nvidia.com/gpu={gpu['uuid']}"] == gpu["command"][-3:-1]
+
+
+def test_each_gpu_container_rootless_passes(salt_conf, podman_node):
+    res = salt_call(salt_conf, "nvgpu.run_vector_add", "mode=cdi", "gpus=each", f"user={podman_node['user']}",
+                    f"image={podman_node['image']}")
+    assert res.retcode == 0, res
+    _check_each(res.data, "podman")
+    assert all(gpu["user"] == podman_node["user"] for gpu in res.data["gpus"])
+
+
+def test_one_gpu_container_by_index(salt_conf, podman_node):
+    last = _smi_gpus()[-1][0]
+    res = salt_call(salt_conf, "nvgpu.run_vector_add", "mode=cdi", f"gpus={last}", f"image={podman_node['image']}")
+    assert res.retcode == 0, res
+    assert res.data["passed"] is True and ["--device", f"nvidia.com/gpu={last}"] == res.data["command"][-3:-1]
+
+
+def test_health_sees_every_gpu_healthy(salt_conf):
+    res = salt_call(salt_conf, "nvgpu_health.check")
+    assert res.retcode == 0, res
+    smi = _smi_gpus()
+    checks = {check["name"]: check for check in res.data["checks"]}
+    assert checks["gpus-on-bus"]["status"] == "ok", checks
+    assert checks["gpu-memory"]["status"] == "ok", checks
+    assert checks["xid"]["status"] in ("ok", "skip"), checks
+    assert [gpu["uuid"] for gpu in res.data["gpus"]] == [row[2] for row in smi]
+    assert res.data["failing"] == 0 and res.data["healthy"] == len(smi)
+    # The doctor carries the same per-GPU view (its other checks depend on the machine).
+    res = salt_call(salt_conf, "nvgpu.doctor")
+    checks = {check["name"]: check for check in res.data["checks"]}
+    assert checks["gpus-on-bus"]["status"] == checks["gpu-memory"]["status"] == "ok", checks
+    assert res.data["gpus_failing"] == 0 and res.data["gpus_healthy"] == len(smi)

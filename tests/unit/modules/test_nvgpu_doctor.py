@@ -130,9 +130,9 @@ def statuses(result):
 GPU_NAMES = ["gpus-on-bus", "xid", "gpu-memory", "dcgm"]
 CDI_NAMES = ["kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot",
              "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
-             "fabric-manager", *GPU_NAMES, "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
-             "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels", "account:alice", "subuid:alice",
-             "subgid:alice", "runtime-dir:alice", "image"]
+             "fabric-manager", *GPU_NAMES, "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable",
+             "cdi-spec-driver", "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels",
+             "account:alice", "subuid:alice", "subgid:alice", "runtime-dir:alice", "image"]
 
 
 def test_virtual(doctor):

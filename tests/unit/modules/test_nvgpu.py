@@ -5,6 +5,7 @@ pillar check. The node's files are a temporary tree, commands go to the fake
 ``cmd.run_all``. What really happens on a node is in tests/functional/test_module.py.
 """
 
+import json
 import os
 
 import nvgpu_failures
@@ -32,7 +33,10 @@ def nvgpu(host):
 @pytest.fixture
 def configure_loader_modules(nvgpu, run_all, which):
     functions = {"user.info": salt.modules.useradd.info, "nvgpu_cuda.vector_add": real("_modules/nvgpu_cuda.py").vector_add,
-                 "nvgpu_doctor.run": real("_modules/nvgpu_doctor.py").run}
+                 "nvgpu_doctor.run": real("_modules/nvgpu_doctor.py").run,
+                 "nvgpu_health.gpus": real("_modules/nvgpu_health.py").gpus,
+                 "nvgpu_cuda.vector_add_each": real("_modules/nvgpu_cuda.py").vector_add_each,
+                 "nvgpu_toolkit.cdi_spec": real("_modules/nvgpu_toolkit.py").cdi_spec}
     return {
         nvgpu: {
             "__salt__": FakeSalt(functions=functions, run_all=run_all),
@@ -804,3 +808,93 @@ def test_check_pillar_is_the_pillar_check(nvgpu):
     assert nvgpu.check_pillar("not a mapping") == nvgpu_pillar.check("not a mapping") != []
     errors = nvgpu.check_pillar({"driver": None})
     assert errors and errors[0].startswith("gpu:driver: None is not a mapping")
+
+
+# --- gpus=each: one check per GPU ---------------------------------------------------------
+
+EIGHT = [{"index": i, "uuid": f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd", "name": "NVIDIA H100 80GB HBM3",
+          "pci": f"0000:{0x18 + 0x10 * i:02x}:00.0"} for i in range(8)]
+ECC_TEXT = "Failed to allocate device vector A (error code uncorrectable ECC error encountered)!"
+
+
+def _gpu_three_is_bad(argv, kwargs):
+    if f"nvidia.com/gpu={EIGHT[3]['uuid']}" in argv:
+        return {"retcode": 1, "stdout": "[Vector addition of 50000 elements]", "stderr": ECC_TEXT}
+    return None
+
+
+@pytest.fixture
+def spec_names(nvgpu, host):
+    """Write a CDI spec naming these devices; cdi_spec answers with the real reader."""
+    nvgpu.__salt__.set("nvgpu_toolkit.cdi_spec", real("_modules/nvgpu_toolkit.py").cdi_spec)
+
+    def write(*names):
+        host.write("/etc/cdi/nvidia.yaml", json.dumps({"kind": "nvidia.com/gpu", "devices": [{"name": n} for n in names]}))
+    return write
+
+
+class TestEachGpu:
+    def test_exactly_the_bad_gpu_is_named(self, nvgpu, run_all, spec_names):
+        spec_names(*[str(g["index"]) for g in EIGHT], *[g["uuid"] for g in EIGHT], "all")
+        nvgpu.__salt__.set("nvgpu_health.gpus", EIGHT)
+        run_all.on(PODMAN, "run", stdout=VECTOR_ADD_PASSED, effect=_gpu_three_is_bad)
+        ret = nvgpu.run_vector_add(image=IMAGE, mode="cdi", gpus="each")
+        assert ret["passed"] is False and nvgpu.__context__["retcode"] == 1
+        # One podman run per GPU, each with that GPU's CDI device by UUID and no other.
+        assert sorted(argv[-2] for argv, _ in runs(run_all)) == sorted(f"nvidia.com/gpu={g['uuid']}" for g in EIGHT)
+        assert [g["passed"] for g in ret["gpus"]] == [i != 3 for i in range(8)]
+        assert [(g["index"], g["uuid"]) for g in ret["gpus"]] == [(g["index"], g["uuid"]) for g in EIGHT]
+        assert [(g["index"], g["uuid"], g["layer"]) for g in ret["failed_gpus"]] == [(3, EIGHT[3]["uuid"], "gpu")]
+        assert "uncorrectable ECC" in ret["failed_gpus"][0]["cause"]
+        assert ret["diagnosis"]["cause"].startswith(f"GPU 3 ({EIGHT[3]['uuid']}, NVIDIA H100 80GB HBM3): ")
+        assert ret["diagnosis"]["layer"] == "gpu" and ret["diagnosis"]["fix"] == ret["failed_gpus"][0]["fix"]
+
+    def test_a_healthy_node_passes(self, nvgpu, run_all, spec_names):
+        spec_names(*[str(g["index"]) for g in EIGHT], "all")
+        nvgpu.__salt__.set("nvgpu_health.gpus", EIGHT)
+        podman(run_all)
+        ret = nvgpu.run_vector_add(image=IMAGE, mode="cdi", gpus="each")
+        assert ret["passed"] is True and ret["failed_gpus"] == [] and ret["diagnosis"] is None
+        assert "retcode" not in nvgpu.__context__
+        # The spec names GPUs by index only: the devices are asked for by index.
+        assert sorted(argv[-2] for argv, _ in runs(run_all)) == sorted(f"nvidia.com/gpu={i}" for i in range(8))
+
+    def test_hook_mode_selects_the_gpu_by_environment(self, nvgpu, run_all):
+        nvgpu.__salt__.set("nvgpu_health.gpus", EIGHT[:2])
+        podman(run_all)
+        nvgpu.run_vector_add(image=IMAGE, mode="hook", gpus="each")
+        argvs = sorted(argv for argv, _ in runs(run_all))
+        assert [argv[argv.index("--env") + 1] for argv in argvs] == [f"NVIDIA_VISIBLE_DEVICES={g['uuid']}"
+                                                                     for g in EIGHT[:2]]
+        assert all("--privileged" in argv and f"CUDA_VISIBLE_DEVICES={argv[-2].split('=')[-1]}" in argv
+                   for argv in argvs)
+
+    def test_host_checks_each_gpu_by_uuid(self, nvgpu):
+        nvgpu.__salt__.set("nvgpu_health.gpus", EIGHT[:2])
+        nvgpu.__salt__.set("nvgpu_cuda.vector_add_each", [{"passed": True}, {"passed": False, "diagnosis": {
+            "cause": "The GPU failed", "fix": "reset", "layer": "gpu"}}])
+        ret = nvgpu.run_vector_add(runtime="host", gpus="each", timeout=9)
+        assert nvgpu.__salt__.called("nvgpu_cuda.vector_add_each") == [(([g["uuid"] for g in EIGHT[:2]],),
+                                                                         {"timeout": 9})]
+        assert [g["uuid"] for g in ret["failed_gpus"]] == [EIGHT[1]["uuid"]] and ret["passed"] is False
+
+    def test_no_driver_is_a_failed_result(self, nvgpu):
+        nvgpu.__salt__.set("nvgpu_health.gpus", CommandExecutionError(
+            "`nvidia-smi --query-gpu=...` failed (9): NVIDIA-SMI has failed because it couldn't communicate with the "
+            "NVIDIA driver."))
+        ret = nvgpu.run_vector_add(runtime="host", gpus="each")
+        assert ret["passed"] is False and ret["gpus"] == [] and nvgpu.__context__["retcode"] == 1
+        assert "could not list the GPUs" in ret["diagnosis"]["cause"]
+
+    def test_one_gpu(self, nvgpu, run_all):
+        podman(run_all)
+        ret = nvgpu.run_vector_add(image=IMAGE, mode="cdi", gpus=EIGHT[5]["uuid"])
+        assert ["--device", f"nvidia.com/gpu={EIGHT[5]['uuid']}"] == ret["command"][-3:-1]
+        nvgpu.__salt__.set("nvgpu_cuda.vector_add", {"passed": True})
+        nvgpu.run_vector_add(runtime="host", gpus=5)
+        assert nvgpu.__salt__.called("nvgpu_cuda.vector_add")[-1] == ((), {"timeout": 300, "gpu": "5"})
+
+    @pytest.mark.parametrize("bad", ["some", "-1", "GPU-", "all,each", True, ["0"], "0; rm -rf /"])
+    def test_bad_gpus_are_refused(self, nvgpu, bad):
+        with pytest.raises(SaltInvocationError, match="gpus must be all, each"):
+            nvgpu.run_vector_add(image=IMAGE, gpus=bad)

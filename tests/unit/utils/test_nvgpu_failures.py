@@ -294,3 +294,16 @@ class TestDriverLoadFailures:
 
     def test_combine_one(self):
         assert nvgpu_failures.combine([nvgpu_failures.KERNEL_REFUSED]) == nvgpu_failures.KERNEL_REFUSED
+
+
+def test_an_uncorrectable_ecc_error_in_a_container_is_the_gpu():
+    # The vectorAdd sample's words when cudaMalloc returns cudaErrorECCUncorrectable.
+    found = nvgpu_failures.diagnose_text(
+        "Failed to allocate device vector A (error code uncorrectable ECC error encountered)!")
+    assert found["layer"] == "gpu" and "uncorrectable ECC" in found["cause"] and "nvidia-smi -r" in found["fix"]
+
+
+def test_xid_meanings():
+    assert nvgpu_failures.xid_meaning(79) == ("fail", "GPU has fallen off the bus")
+    assert nvgpu_failures.xid_meaning(13)[0] == "warn"
+    assert nvgpu_failures.xid_meaning(9999)[0] == "warn"

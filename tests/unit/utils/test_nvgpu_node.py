@@ -442,3 +442,53 @@ def test_parse_subids_skips_malformed_lines():
     text = "alice:100000:65536\n\n# comment\nbob:x:65536\ncarol:231072\n dave:300000:10 \neve:1:2:3\n"
     assert nvgpu_node.parse_subids(text) == [("alice", 100000, 65536), ("dave", 300000, 10)]
     assert nvgpu_node.parse_subids(None) == []
+
+
+# --- one GPU's facts: PCI addresses, the kernel log, nvidia-smi's CSV ----------------------
+
+
+@pytest.mark.parametrize("given, spelled", [
+    ("00000000:3B:00.0", "0000:3b:00.0"),   # nvidia-smi (seen on the H200: 00000000:00:06.0)
+    ("0000:3b:00.0", "0000:3b:00.0"),       # sysfs
+    ("PCI:0000:cb:00", "0000:cb:00.0"),     # an Xid line: no function
+    ("GPU-1234", None), ("", None), (None, None),
+])
+def test_pci_address(given, spelled):
+    assert nvgpu_node.pci_address(given) == spelled
+
+
+def test_pci_gpus_are_nvidia_display_devices(host):
+    for address, vendor, klass in (("0000:3b:00.0", "0x10de", "0x030200"), ("0000:05:00.0", "0x10de", "0x068000"),
+                                   ("0000:3b:00.1", "0x10de", "0x040300"), ("0000:00:06.0", "0x1af4", "0x030000"),
+                                   ("0000:5e:00.0", "0x10de", "0x030000")):
+        host.write(f"/sys/bus/pci/devices/{address}/vendor", vendor + "\n")
+        host.write(f"/sys/bus/pci/devices/{address}/class", klass + "\n")
+    assert nvgpu_node.pci_gpus() == ["0000:3b:00.0", "0000:5e:00.0"]
+
+
+def test_read_kmsg_keeps_messages_drops_dictionaries(host):
+    host.write("/dev/kmsg", "6,354,659407,-;nvidia-nvlink: Nvlink Core is being initialized\n"
+               " SUBSYSTEM=pci\n"
+               "4,1201,88123456,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.\n")
+    messages = nvgpu_node.read_kmsg()
+    assert messages == ["nvidia-nvlink: Nvlink Core is being initialized",
+                        "NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus."]
+    assert nvgpu_node.parse_xids(messages) == [{"pci": "0000:3b:00.0", "xid": 79, "text": messages[1]}]
+
+
+def test_read_kmsg_without_a_log_raises(host):
+    with pytest.raises(OSError):
+        nvgpu_node.read_kmsg()
+
+
+def test_parse_smi_csv_as_the_h200_printed_it():
+    # nvidia-smi 580.159.04 on the H200 machine, the doctor's query.
+    text = "0, GPU-46ee3110-da84-e783-305a-ccf3bac82310, NVIDIA H200, 00000000:00:06.0, Enabled, 0, [N/A], No, No, 0\n"
+    assert nvgpu_node.parse_smi_csv(text, nvgpu_node.SMI_HEALTH_FIELDS) == [{
+        "index": 0, "uuid": "GPU-46ee3110-da84-e783-305a-ccf3bac82310", "name": "NVIDIA H200",
+        "pci.bus_id": "0000:00:06.0", "ecc.mode.current": "Enabled", "ecc.errors.uncorrected.volatile.total": "0",
+        "retired_pages.pending": None, "remapped_rows.pending": "No", "remapped_rows.failure": "No",
+        "remapped_rows.uncorrectable": "0"}]
+    # nvidia-smi's own words for a GPU it cannot reach are no row.
+    assert nvgpu_node.parse_smi_csv("Unable to determine the device handle for GPU0000:3B:00.0: Unknown Error\n",
+                                    nvgpu_node.SMI_GPU_FIELDS) == []

@@ -235,6 +235,8 @@ TEXT_FAILURES = [
         "need service",
         GPU_FIX,
         "gpu",
+        # cuda-samples vectorAdd.cu's message with cudaGetErrorString(cudaErrorECCUncorrectable).
+        example="Failed to allocate device vector A (error code uncorrectable ECC error encountered)!",
     ),
     Failure(
         re.compile(r"Failed to launch vectorAdd kernel|Result verification failed", re.I),

@@ -398,12 +398,12 @@ _RUNTIMES = ("podman", "host")
 _PULL = nvgpu_node.PULL_POLICIES
 _USER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 
-# The guide's rootless flags, verbatim, after --user UID:GID.
+# The guide's rootless flags, verbatim, after --user UID:GID; then the SELinux type
+# (the guide's nvidia_container_t with NVIDIA's policy module, container_t with the boolean).
 _ROOTLESS_FLAGS = [
     "--security-opt=no-new-privileges",
     "--cap-drop=ALL",
     "--security-opt",
-    "label=type:nvidia_container_t",
 ]
 
 
@@ -465,7 +465,10 @@ def run_vector_add(
     As root it is the guide's root test (``podman run --privileged IMAGE``). With
     ``user=`` Podman runs AS that user, with the guide's rootless flags
     (``--user UID:GID --security-opt=no-new-privileges --cap-drop=ALL
-    --security-opt label=type:nvidia_container_t``), never ``--privileged``.
+    --security-opt label=type:nvidia_container_t``), never ``--privileged``; the type is
+    ``container_t`` where SELinux lets containers use the GPU by container-selinux's
+    boolean (pillar ``gpu:selinux:method``, ``auto`` decided as the
+    ``nvgpu.selinux_ready`` state decides it: ``nvgpu_selinux.method``).
 
     image
         The validation image. Default ``docker.io/mirrorgooglecontainers/cuda-vector-add:v0.1``.
@@ -556,6 +559,8 @@ def run_vector_add(
         uid, gid = info["uid"], info["gid"]
         argv.extend(["--user", f"{uid}:{gid}"])
         argv.extend(_ROOTLESS_FLAGS)
+        method = salt.utils.data.traverse_dict_and_list(__pillar__, "gpu:selinux:method", "auto")
+        argv.append("label=type:" + __salt__["nvgpu_selinux.container_type"](method))
         run_kwargs.update(nvgpu_node.user_run_kwargs(user, info))
     if mode == "cdi":
         argv.extend(["--device", f"nvidia.com/gpu={gpus}"])

@@ -462,6 +462,17 @@ def _selinux():
         checks.append(_check("selinux-policy", "selinux", "skip", "pillar gpu:selinux:enabled is false"))
         checks.append(_check("selinux-labels", "selinux", "skip", "pillar gpu:selinux:enabled is false"))
         return checks
+    method = __salt__["nvgpu_selinux.method"](_pillar("gpu:selinux:method", "auto"))
+    if method == "boolean":
+        name = nvgpu_node.SELINUX_BOOLEAN
+        value = __salt__["nvgpu_selinux.boolean"](name)
+        if value != "on":
+            checks.append(_check("selinux-policy", "selinux", "fail",
+                                 f"method boolean: `getsebool {name}` says {value or 'not defined'}",
+                                 f"salt-call state.apply gpu.selinux; by hand: setsebool -P {name} on"))
+        else:
+            checks.append(_check("selinux-policy", "selinux", "ok", f"method boolean: `getsebool {name}` says on"))
+        return checks
     module = _pillar("gpu:selinux:module_name", "nvidia-container")
     modules = __salt__["nvgpu_selinux.policy_modules"]()
     if module not in modules:

@@ -1,17 +1,19 @@
 """
-Execution module for SELinux on a GPU container node: the mode, the policy modules
-(NVIDIA's ``nvidia-container`` from dgx-selinux), and the labels of the files the
-NVIDIA toolkit puts into containers.
+Execution module for SELinux on a GPU container node: the mode, the two ways to let
+containers use the GPU (container-selinux's boolean ``container_use_xserver_devices``,
+or NVIDIA's ``nvidia-container`` policy module from dgx-selinux), and the labels of the
+files the NVIDIA toolkit puts into containers.
 
 The ``nvgpu.selinux_ready`` state reads and changes the node through these.
 
-:depends: policycoreutils (semodule, restorecon)
+:depends: policycoreutils (semodule, restorecon), libselinux-utils (getenforce, getsebool)
 """
 
 import os
 
 import nvgpu_node
 import salt.utils.path
+from salt.exceptions import SaltInvocationError
 
 __virtualname__ = "nvgpu_selinux"
 
@@ -44,6 +46,71 @@ def mode():
     if res["retcode"] != 0 or found not in ("Enforcing", "Permissive", "Disabled"):
         return "Disabled"
     return found
+
+
+def boolean(name=nvgpu_node.SELINUX_BOOLEAN):
+    """
+    Return the active value of the SELinux boolean ``name`` (``on`` or ``off``), or None
+    where the loaded policy does not define it or SELinux is disabled (``getsebool NAME``).
+    Default name: ``container_use_xserver_devices``, defined by container-selinux 2.232.0
+    and later.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.boolean
+    """
+    if mode() == "Disabled":
+        return None
+    argv = ["getsebool", name]
+    res = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    if res["retcode"] == 0:
+        # "container_use_xserver_devices --> on" (and " pending: off" while a change waits)
+        value = (res.get("stdout") or "").split("-->", 1)[-1].split()
+        if value and value[0] in ("on", "off"):
+            return value[0]
+    elif "Error getting active value" in (res.get("stderr") or ""):
+        return None
+    raise nvgpu_node.command_error(f"reading the SELinux boolean {name}", argv, res,
+                                   "check that libselinux-utils is installed and the policy is loaded (sestatus)")
+
+
+def method(configured="auto"):
+    """
+    Return how SELinux lets containers use the GPU on this node: ``boolean`` or
+    ``module`` (pillar ``gpu:selinux:method``); ``auto`` is ``boolean`` where the loaded
+    policy defines ``container_use_xserver_devices`` (container-selinux 2.232.0 and
+    later: EL 9.5+, RHEL 10), else ``module``. The ``nvgpu.selinux_ready`` state and the
+    rootless vector add (its ``label=type:``) decide it this one way.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.method
+    """
+    if configured not in nvgpu_node.SELINUX_METHODS:
+        raise SaltInvocationError(
+            f"method must be one of {', '.join(nvgpu_node.SELINUX_METHODS)}, not {configured!r}")
+    if configured != "auto":
+        return configured
+    return nvgpu_node.resolve_selinux_method(configured, boolean() is not None)
+
+
+def container_type(configured="auto"):
+    """
+    Return the SELinux type a rootless GPU container runs as on this node:
+    ``container_t`` with the boolean, ``nvidia_container_t`` with NVIDIA's module
+    (see ``method``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_selinux.container_type
+    """
+    return nvgpu_node.SELINUX_CONTAINER_TYPES[method(configured)]
 
 
 def policy_modules():

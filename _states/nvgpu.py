@@ -352,23 +352,32 @@ def _fetch_policy(source, source_hash, saltenv):
 
 def selinux_ready(
     name,
-    policy_source,
+    policy_source=None,
     source_hash=None,
     module_name="nvidia-container",
     relabel=True,
     relabel_recursive=("/dev",),
     saltenv="base",
+    method="auto",
 ):
     """
-    Ensure SELinux lets containers of type ``nvidia_container_t`` use the GPU: NVIDIA's
-    policy module (dgx-selinux ``nvidia-container.pp``) installed, and the files the
-    toolkit injects (``nvidia-container-cli list``) and ``/dev`` labelled as the
-    policy says.
+    Ensure SELinux lets rootless GPU containers use the GPU, by one of two methods:
+    ``boolean``, container-selinux's ``container_use_xserver_devices`` turned on
+    persistently through Salt's own ``selinux.boolean`` state (containers then run as
+    ``container_t``), or ``module``, NVIDIA's policy module (dgx-selinux
+    ``nvidia-container.pp``, containers run as ``nvidia_container_t``); and the files the
+    toolkit injects (``nvidia-container-cli list``) and ``/dev`` labelled as the policy says.
 
     With SELinux disabled there is nothing to do; the state says so and changes nothing.
 
+    method
+        ``auto`` (default): the boolean where the node's policy defines it
+        (container-selinux 2.232.0 and later: EL 9.5+, RHEL 10), else the module; or
+        ``boolean``, or ``module``. Decided on the node when the state runs
+        (``nvgpu_selinux.method``), after Podman brought container-selinux.
+
     policy_source
-        The ``.pp``: ``salt://...``, a local path, or ``https://...`` (then
+        The ``.pp`` (method module): ``salt://...``, a local path, or ``https://...`` (then
         ``source_hash`` is required). Fetched with Salt's file client, only when the
         module is not installed yet.
 
@@ -388,18 +397,15 @@ def selinux_ready(
 
         gpu-selinux-ready:
           nvgpu.selinux_ready:
+            - method: auto
             - policy_source: https://raw.githubusercontent.com/NVIDIA/dgx-selinux/master/bin/RHEL8/nvidia-container.pp
-            - source_hash: sha256=...
+            - source_hash: sha256=74646211455c5bc11cff08961e62e7b68d5a84037d1ea7e837c2d50e36cb4ebf
     """
     ret = nvgpu_state.new(name)
-    if not policy_source:
-        return nvgpu_state.failed(ret, "policy_source is required (gpu:selinux:policy_source)")
-    if _is_remote(policy_source) and not source_hash:
+    if method not in nvgpu_node.SELINUX_METHODS:
         return nvgpu_state.failed(
-            ret,
-            f"policy_source {policy_source} is remote, so source_hash is required "
-            "(gpu:selinux:policy_hash, e.g. sha256=<hex>): an unverified policy module would run as root.",
-        )
+            ret, f"method must be one of {', '.join(nvgpu_node.SELINUX_METHODS)}, not {method!r} "
+                 "(gpu:selinux:method)")
     test = __opts__["test"]
     changes = {}
     try:
@@ -411,18 +417,26 @@ def selinux_ready(
             )
             return ret
 
-        if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
-            changes["policy_module"] = {"old": None, "new": module_name}
-            if not test:
-                path = _fetch_policy(policy_source, source_hash, saltenv)
-                __salt__["nvgpu_selinux.install_policy"](path)
-                if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
-                    return nvgpu_state.failed(
-                        ret,
-                        f"semodule -i {path} succeeded but `semodule -l` does not list {module_name}: "
-                        "the package holds another module name; set module_name to it.",
-                        changes,
-                    )
+        effective = __salt__["nvgpu_selinux.method"](method)
+        if (test and method == "auto" and effective == "module"
+                and not __salt__["pkg.version"](nvgpu_node.SELINUX_BOOLEAN_PACKAGE)):
+            # container-selinux comes with Podman in this very run; its policy decides.
+            changes["method"] = {
+                "old": None,
+                "new": f"boolean {nvgpu_node.SELINUX_BOOLEAN} if the {nvgpu_node.SELINUX_BOOLEAN_PACKAGE} "
+                       f"that Podman brings defines it, else policy module {module_name}",
+            }
+            done = "(decided once container-selinux is installed)"
+        elif effective == "boolean":
+            failure = _selinux_boolean(changes)
+            if failure:
+                return nvgpu_state.failed(ret, failure, changes)
+            done = f"boolean {nvgpu_node.SELINUX_BOOLEAN} on (containers run as container_t)"
+        else:
+            failure = _selinux_module(policy_source, source_hash, module_name, saltenv, changes, test)
+            if failure:
+                return nvgpu_state.failed(ret, failure, changes)
+            done = f"{module_name} installed (containers run as nvidia_container_t)"
 
         if relabel:
             try:
@@ -461,7 +475,41 @@ def selinux_ready(
         return nvgpu_state.failed(ret, f"Preparing SELinux for GPU containers failed: {err}", changes)
 
     return nvgpu_state.finish(ret, changes, f"SELinux ({mode})",
-                              f"SELinux ({mode}) is ready: {module_name} installed, labels correct", test)
+                              f"SELinux ({mode}) is ready: {done}, labels correct", test)
+
+
+def _selinux_boolean(changes):
+    """container_use_xserver_devices on, persistently, through Salt's selinux.boolean
+    state (test=True included); a failure's text, or None."""
+    if "selinux.boolean" not in __states__:
+        return ("Salt's selinux state is not available: its execution module needs semanage, setsebool "
+                "and semodule on PATH (dnf install policycoreutils-python-utils policycoreutils)")
+    res = __states__["selinux.boolean"](name=nvgpu_node.SELINUX_BOOLEAN, value=True, persist=True)
+    if res["result"] is False:
+        return f"Turning on the SELinux boolean {nvgpu_node.SELINUX_BOOLEAN} failed: {res['comment']}"
+    if res["changes"]:
+        changes["boolean"] = res["changes"]
+    return None
+
+
+def _selinux_module(policy_source, source_hash, module_name, saltenv, changes, test):
+    """NVIDIA's policy module installed (test=True: only said); a failure's text, or None."""
+    if not policy_source:
+        return ("policy_source is required for the policy module (gpu:selinux:policy_source), or use "
+                "gpu:selinux:method boolean where container-selinux defines container_use_xserver_devices")
+    if _is_remote(policy_source) and not source_hash:
+        return (f"policy_source {policy_source} is remote, so source_hash is required "
+                "(gpu:selinux:policy_hash, e.g. sha256=<hex>): an unverified policy module would run as root.")
+    if module_name in __salt__["nvgpu_selinux.policy_modules"]():
+        return None
+    changes["policy_module"] = {"old": None, "new": module_name}
+    if not test:
+        path = _fetch_policy(policy_source, source_hash, saltenv)
+        __salt__["nvgpu_selinux.install_policy"](path)
+        if module_name not in __salt__["nvgpu_selinux.policy_modules"]():
+            return (f"semodule -i {path} succeeded but `semodule -l` does not list {module_name}: "
+                    "the package holds another module name; set module_name to it.")
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -126,6 +126,36 @@ def resolve_mode(mode, podman_version):
 
 
 # ---------------------------------------------------------------------------
+# How SELinux lets a container use the GPU
+# ---------------------------------------------------------------------------
+
+# module: NVIDIA's dgx-selinux policy module, whose nvidia_container_t may use the GPU
+# device nodes (xserver_misc_device_t); boolean: container-selinux's own boolean (2.232.0
+# and later, containers/container-selinux#306: EL 9.5+, RHEL 10), which lets container_t
+# use them; auto: decided by resolve_selinux_method.
+SELINUX_METHODS = ("auto", "boolean", "module")
+SELINUX_BOOLEAN = "container_use_xserver_devices"
+# The package whose policy defines that boolean on the nodes that have it.
+SELINUX_BOOLEAN_PACKAGE = "container-selinux"
+# The SELinux type a rootless container runs as (--security-opt label=type:...), per method.
+SELINUX_CONTAINER_TYPES = {"boolean": "container_t", "module": "nvidia_container_t"}
+
+
+def resolve_selinux_method(method, boolean_defined):
+    """
+    The one meaning of ``auto``, for configuring SELinux (the selinux_ready state) and for
+    validating rootless containers (run_vector_add's label): ``boolean`` where the node's
+    policy defines container_use_xserver_devices (``boolean_defined``), else ``module``.
+    ``boolean`` and ``module`` stand for themselves.
+    """
+    if method not in SELINUX_METHODS:
+        raise ValueError(f"SELinux method must be one of {', '.join(SELINUX_METHODS)}, not {method!r}")
+    if method != "auto":
+        return method
+    return "boolean" if boolean_defined else "module"
+
+
+# ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ KEYS = {
     "repos:toolkit": ("legacy", "baseurl", "gpgkey", "gpgcheck", "repo_gpgcheck", "legacy_repos"),
     "runtime": ("container_tools", "container_tools_stream", "container_tools_profile", "package"),
     "toolkit": ("package", "mode", "rootless", "hook_path", "hook_binary", "cdi_path"),
-    "selinux": ("enabled", "policy_source", "policy_hash", "module_name", "relabel"),
+    "selinux": ("enabled", "method", "policy_source", "policy_hash", "module_name", "relabel"),
     "validate": ("enabled", "image", "mode", "timeout", "pull"),
 }
 USER_KEYS = ("name", "uid", "gid", "subuid_start", "subuid_count")
@@ -294,6 +294,9 @@ def _rules():
          _in_dirs_words(nvgpu_node.CDI_DIRS, nvgpu_node.CDI_SPEC_SUFFIXES)
          + f", or null for {nvgpu_node.CDI_SPEC_PATH}"),
         ("selinux:enabled", _bool, bool_words),
+        ("selinux:method", lambda value: value in nvgpu_node.SELINUX_METHODS,
+         "one of auto (the boolean container_use_xserver_devices where the node's container-selinux "
+         "defines it, else the policy module), boolean, module"),
         ("selinux:module_name", lambda value: _match(SELINUX_MODULE, value),
          "an SELinux module name as semodule -l shows it (e.g. nvidia-container)"),
         ("selinux:relabel", _bool, bool_words),
@@ -558,12 +561,15 @@ def _selinux(selinux):
     match = POLICY_SOURCE.fullmatch(source) if isinstance(source, str) else None
     scheme = match.group("scheme") if match else None
     remote = bool(scheme) and scheme.lower() not in LOCAL_SCHEMES
+    # Only the module needs a policy package: the boolean none, auto only on a node whose
+    # policy lacks the boolean (the state then says so). Empty is no error for those two.
+    optional = source in (None, "") and selinux.get("method") in ("auto", "boolean")
     errors = []
-    if not match or (scheme is None and not _absolute_path(source)):
+    if not optional and (not match or (scheme is None and not _absolute_path(source))):
         errors.append(
             f"gpu:selinux:policy_source: {_show(source)} is not where the policy package is: salt://..., an "
             "absolute local path, or https://... with gpu:selinux:policy_hash (required while "
-            "gpu:selinux:enabled is true)"
+            "gpu:selinux:enabled is true and gpu:selinux:method is module)"
         )
     if policy_hash not in (None, "") and not _match(POLICY_HASH, policy_hash):
         errors.append(

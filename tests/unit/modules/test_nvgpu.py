@@ -36,7 +36,9 @@ def configure_loader_modules(nvgpu, run_all, which):
                  "nvgpu_doctor.run": real("_modules/nvgpu_doctor.py").run,
                  "nvgpu_health.gpus": real("_modules/nvgpu_health.py").gpus,
                  "nvgpu_cuda.vector_add_each": real("_modules/nvgpu_cuda.py").vector_add_each,
-                 "nvgpu_toolkit.cdi_spec": real("_modules/nvgpu_toolkit.py").cdi_spec}
+                 "nvgpu_toolkit.cdi_spec": real("_modules/nvgpu_toolkit.py").cdi_spec,
+
+                 "nvgpu_selinux.container_type": real("_modules/nvgpu_selinux.py").container_type}
     return {
         nvgpu: {
             "__salt__": FakeSalt(functions=functions, run_all=run_all),
@@ -594,6 +596,8 @@ def gpuuser(nvgpu, host):
     nvgpu.__salt__.set(
         "user.info", lambda name: {"name": name, "uid": 2001, "gid": 2001, "home": str(home)} if name == "gpuuser" else {}
     )
+    # A node whose policy lacks container_use_xserver_devices: NVIDIA's module, the guide's type.
+    nvgpu.__salt__.set("nvgpu_selinux.container_type", "nvidia_container_t")
     return home
 
 
@@ -669,6 +673,17 @@ class TestRunVectorAdd:
         assert ret["user"] == "gpuuser" and ret["passed"] is True
         assert nvgpu.__salt__.called("user.info") == [(("gpuuser",), {})]
 
+    @pytest.mark.parametrize("method, label", [("auto", "container_t"), ("boolean", "container_t"),
+                                               ("module", "nvidia_container_t")])
+    def test_rootless_label_follows_the_selinux_method_in_pillar(self, nvgpu, run_all, gpuuser, method, label):
+        podman(run_all)
+        nvgpu.__pillar__["gpu"] = {"selinux": {"method": method}}
+        nvgpu.__salt__.set("nvgpu_selinux.container_type", lambda configured: {
+            "auto": "container_t", "boolean": "container_t", "module": "nvidia_container_t"}[configured])
+        ret = nvgpu.run_vector_add(image=IMAGE, user="gpuuser", mode="cdi")
+        assert ret["command"][10] == f"label=type:{label}"
+        assert nvgpu.__salt__.called("nvgpu_selinux.container_type") == [((method,), {})]
+
     def test_rootless_cdi(self, nvgpu, run_all, gpuuser):
         podman(run_all)
         ret = nvgpu.run_vector_add(image=IMAGE, user="gpuuser", mode="cdi")
@@ -693,6 +708,7 @@ class TestRunVectorAdd:
         home = host.path("/home/u")
         home.mkdir(parents=True)
         nvgpu.__salt__.set("user.info", {"uid": 2999999, "gid": 2999999, "home": str(home)})
+        nvgpu.__salt__.set("nvgpu_selinux.container_type", "nvidia_container_t")
         podman(run_all)
         nvgpu.run_vector_add(image=IMAGE, user="u", mode="hook")
         kwargs = runs(run_all)[0][1]

@@ -64,6 +64,7 @@ def salt_fns(run_all, health):
         fake.set(f"nvgpu_rootless.{key}", getattr(rootless, key))
     fake.set("nvgpu_toolkit.config_value", True)
     fake.set("nvgpu_selinux.mode", "Enforcing")
+    fake.set("nvgpu_selinux.method", "module")
     fake.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
     fake.set("nvgpu_selinux.relabel_needed", [])
     fake.set("user.info", lambda name: {"name": name, "uid": UID, "gid": UID, "home": f"/home/{name}"}
@@ -230,6 +231,12 @@ def _memory_errors(run_all, which, **_):
     run_all.on(which.path("nvidia-smi"), SMI_QUERY, stdout=bad)
 
 
+def _boolean_off(salt_fns, **_):
+    """EL 9.5+: the method is the boolean, and it is off."""
+    salt_fns.set("nvgpu_selinux.method", "boolean")
+    salt_fns.set("nvgpu_selinux.boolean", "off")
+
+
 FAULTS = {
     "nvidia-ko-newest": _newer_kernel,
     "secure-boot": _secure_boot_unenrolled,
@@ -255,6 +262,7 @@ FAULTS = {
     "cdi-spec-readable": lambda node, **_: os.chmod(node.path("/etc/cdi/nvidia.yaml"), 0o600),
     "cdi-spec-driver": _stale_spec,
     "selinux-policy": lambda salt_fns, **_: salt_fns.set("nvgpu_selinux.policy_modules", ["container"]),
+    "selinux-policy ": _boolean_off,
     "account:alice": lambda salt_fns, **_: salt_fns.set("user.info", {}),
     "subuid:alice": lambda node, **_: node.write("/etc/subuid", "bob:165536:65536\n"),
     "subgid:alice": lambda node, **_: node.write("/etc/subgid", "alice:100000:65536\nbob:150000:65536\n"),

@@ -4,7 +4,7 @@ and restorecon, through the fake ``cmd.run_all``.
 """
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.unit.fakes import FakeSalt
 from tests.unit.loader import load
@@ -119,3 +119,46 @@ class TestRestorecon:
         with pytest.raises(CommandExecutionError) as err:
             selinux.relabel([str(tmp_path)])
         assert "relabelling files failed" in str(err.value) and "sestatus" in str(err.value)
+
+
+class TestBooleanAndMethod:
+    """getsebool's real texts (libselinux utils/getsebool.c) decide the method of `auto`."""
+
+    NAME = "container_use_xserver_devices"
+
+    @pytest.mark.parametrize("stdout, expected", [
+        (f"{NAME} --> on\n", "on"), (f"{NAME} --> off\n", "off"), (f"{NAME} --> off pending: on\n", "off")])
+    def test_defined_boolean_is_its_active_value(self, selinux, run_all, stdout, expected):
+        run_all.on("getenforce", stdout="Enforcing\n").on("getsebool", self.NAME, stdout=stdout)
+        assert selinux.boolean() == expected
+        assert selinux.method() == "boolean"
+        assert selinux.container_type() == "container_t"
+
+    def test_policy_without_the_boolean_means_the_module(self, selinux, run_all):
+        # RHEL 8.10's container-selinux 2.229 does not define it.
+        run_all.on("getenforce", stdout="Permissive\n").on(
+            "getsebool", self.NAME, retcode=1, stderr=f"Error getting active value for {self.NAME}\n")
+        assert selinux.boolean() is None
+        assert selinux.method("auto") == "module"
+        assert selinux.container_type("auto") == "nvidia_container_t"
+
+    def test_disabled_selinux_asks_nothing(self, selinux, run_all):
+        run_all.on("getenforce", stdout="Disabled\n")
+        assert selinux.boolean() is None
+        assert selinux.method() == "module"
+        assert [argv for argv, _ in run_all.calls] == [["getenforce"], ["getenforce"]]
+
+    @pytest.mark.parametrize("configured", ["boolean", "module"])
+    def test_explicit_method_is_not_checked_on_the_node(self, selinux, run_all, configured):
+        assert selinux.method(configured) == configured
+        assert run_all.calls == []
+
+    def test_bad_method(self, selinux):
+        with pytest.raises(SaltInvocationError, match="one of auto, boolean, module"):
+            selinux.method("on")
+
+    def test_unreadable_boolean_raises_with_getsebools_words(self, selinux, run_all):
+        run_all.on("getenforce", stdout="Enforcing\n").on(
+            "getsebool", retcode=1, stderr="getsebool:  SELinux policy is not managed or store cannot be accessed.\n")
+        with pytest.raises(CommandExecutionError, match="store cannot be accessed"):
+            selinux.boolean()

@@ -11,6 +11,8 @@ import nvgpu_node
 import pytest
 import salt.modules.cp
 import salt.modules.file
+import salt.modules.yumpkg
+import salt.states.selinux
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.nvidia import NVIDIA_HOOK as HOOK
@@ -20,7 +22,7 @@ from tests.unit.loader import load, real
 STATES = load("_states/nvgpu.py")
 EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
 OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
-          "file.remove": salt.modules.file.remove}
+          "file.remove": salt.modules.file.remove, "pkg.version": salt.modules.yumpkg.version}
 
 HOOK_PATH = nvgpu_node.OCI_HOOK_PATH
 CDI_PATH = nvgpu_node.CDI_SPEC_PATH
@@ -35,8 +37,8 @@ def mods():
 
 @pytest.fixture
 def states():
-    """__states__: the real dnf_module states, autospecced."""
-    return FakeSalt(real("_states/dnf_module.py"))
+    """__states__: the real dnf_module states and Salt's selinux.boolean, autospecced."""
+    return FakeSalt(real("_states/dnf_module.py"), functions={"selinux.boolean": salt.states.selinux.boolean})
 
 
 @pytest.fixture
@@ -514,6 +516,8 @@ def pp(tmp_path):
 def se(mods, pp):
     """SELinux enforcing, the policy installed, nothing to relabel; check_hash is Salt's own."""
     mods.set("nvgpu_selinux.mode", "Enforcing")
+    mods.set("nvgpu_selinux.method", "module")
+    mods.set("pkg.version", "2.221.0-1.module+el8.9.0")
     mods.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
     mods.set("nvgpu.list_container_files", {"devices": ["/dev/nvidia0"], "libraries": ["/usr/lib64/libcuda.so.1"]})
     mods.set("nvgpu_selinux.relabel_needed", [])
@@ -545,17 +549,20 @@ class TestSelinuxReady:
         ret = st.selinux_ready("gpu", policy_source=source)
         assert ret["result"] is False
         assert "source_hash is required" in ret["comment"] and "gpu:selinux:policy_hash" in ret["comment"]
-        assert se.calls == []
+        assert se.actions() == [] and "cp.cache_file" not in se.names()
 
-    def test_policy_source_required(self, st, se):
+    def test_policy_source_required_for_the_module(self, st, se):
         ret = st.selinux_ready("gpu", policy_source="")
         assert ret["result"] is False and "gpu:selinux:policy_source" in ret["comment"]
-        assert se.calls == []
+        assert "method boolean" in ret["comment"]
+        assert se.actions() == []
 
     def test_converged(self, st, se):
         ret = st.selinux_ready("gpu", policy_source="salt://gpu/files/nvidia-container.pp")
         assert ret["result"] is True and ret["changes"] == {}
-        assert ret["comment"] == "SELinux (Enforcing) is ready: nvidia-container installed, labels correct"
+        assert ret["comment"] == ("SELinux (Enforcing) is ready: nvidia-container installed (containers run as "
+                                  "nvidia_container_t), labels correct")
+        assert se.called("nvgpu_selinux.method") == [(("auto",), {})]
         assert se.actions() == []
         # Listing without -k: nvidia-container-cli must not load kernel modules for a state.
         assert se.called("nvgpu.list_container_files") == [((), {"load_kmods": False})]
@@ -681,6 +688,73 @@ class TestSelinuxReady:
         ret = st.selinux_ready("gpu", policy_source="/root/nvidia-container.pp")
         assert ret["result"] is False
         assert "nvidia-container-cli not found" in ret["comment"]
+
+
+class TestSelinuxBoolean:
+    """method boolean (or auto where the policy defines it): Salt's selinux.boolean state."""
+
+    CHANGED = {nvgpu_node.SELINUX_BOOLEAN: {"old": ("off", "off"), "new": ("on", "on")}}
+
+    @pytest.fixture
+    def boolean(self, se, states):
+        se.set("nvgpu_selinux.method", "boolean")
+        states.set("selinux.boolean", {"name": nvgpu_node.SELINUX_BOOLEAN, "result": True, "changes": self.CHANGED,
+                                       "comment": "The following booleans have been changed: "
+                                                  "container_use_xserver_devices"})
+        return states
+
+    def test_turns_the_boolean_on_persistently_through_salts_state(self, st, se, boolean):
+        ret = st.selinux_ready("gpu", method="auto")
+        assert ret["result"] is True
+        assert ret["changes"] == {"boolean": self.CHANGED}
+        assert boolean.called("selinux.boolean") == [
+            ((), {"name": "container_use_xserver_devices", "value": True, "persist": True})]
+        # No policy module is looked at, fetched or installed; labels are still checked.
+        assert "nvgpu_selinux.policy_modules" not in se.names() and "cp.cache_file" not in se.names()
+        assert "nvgpu_selinux.relabel_needed" in se.names()
+
+    def test_converged(self, st, se, boolean):
+        boolean.set("selinux.boolean", {"name": "x", "result": True, "changes": {},
+                                        "comment": "The following booleans were in the correct state: x"})
+        ret = st.selinux_ready("gpu", method="boolean")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"] == ("SELinux (Enforcing) is ready: boolean container_use_xserver_devices on "
+                                  "(containers run as container_t), labels correct")
+
+    def test_test_mode_passes_salts_pending_change_on(self, st, se, boolean, opts):
+        opts["test"] = True
+        boolean.set("selinux.boolean", {"name": "x", "result": None, "changes": self.CHANGED,
+                                        "comment": "The following booleans would be changed: x"})
+        ret = st.selinux_ready("gpu", method="boolean")
+        assert ret["result"] is None and ret["changes"] == {"boolean": self.CHANGED}
+        assert se.actions() == []
+
+    def test_salts_failure_fails_the_state(self, st, se, boolean):
+        boolean.set("selinux.boolean", {"name": "x", "result": False, "changes": {},
+                                        "comment": "Boolean container_use_xserver_devices is not available"})
+        ret = st.selinux_ready("gpu", method="boolean")
+        assert ret["result"] is False
+        assert "is not available" in ret["comment"] and "container_use_xserver_devices" in ret["comment"]
+
+    def test_without_salts_selinux_module_names_the_package(self, st, se, boolean):
+        del boolean["selinux.boolean"]
+        ret = st.selinux_ready("gpu", method="boolean")
+        assert ret["result"] is False and "policycoreutils-python-utils" in ret["comment"]
+
+    def test_auto_before_container_selinux_is_installed_says_what_will_decide(self, st, se, opts):
+        # test=True on a fresh node: Podman (and with it container-selinux) is not there yet.
+        opts["test"] = True
+        se.set("pkg.version", "")
+        ret = st.selinux_ready("gpu", method="auto", policy_source="/root/nvidia-container.pp")
+        assert ret["result"] is None
+        assert "container-selinux" in ret["changes"]["method"]["new"]
+        assert "policy_module" not in ret["changes"]
+        assert se.called("pkg.version") == [(("container-selinux",), {})]
+
+    def test_bad_method(self, st, se):
+        ret = st.selinux_ready("gpu", method="on")
+        assert ret["result"] is False and "gpu:selinux:method" in ret["comment"]
+        assert se.calls == []
 
 
 # ---------------------------------------------------------------------------- subids_present

@@ -60,6 +60,21 @@ def test_resolve_mode_refuses_unknown_modes(mode):
         nvgpu_node.resolve_mode(mode, "4.9.4")
 
 
+@pytest.mark.parametrize("method, defined, expected", [
+    ("auto", True, "boolean"), ("auto", False, "module"),
+    ("boolean", False, "boolean"), ("module", True, "module")])
+def test_resolve_selinux_method(method, defined, expected):
+    assert nvgpu_node.resolve_selinux_method(method, defined) == expected
+    assert nvgpu_node.SELINUX_CONTAINER_TYPES[expected] == {"boolean": "container_t",
+                                                            "module": "nvidia_container_t"}[expected]
+
+
+@pytest.mark.parametrize("method", ["on", "Auto", None, ""])
+def test_resolve_selinux_method_refuses_unknown_methods(method):
+    with pytest.raises(ValueError, match="auto, boolean, module"):
+        nvgpu_node.resolve_selinux_method(method, True)
+
+
 # ---------------------------------------------------------------------------- files
 
 

@@ -58,10 +58,21 @@ def test_defaults_with_pillar_example_are_good(release):
     assert nvgpu_pillar.check(merged(release=release)) == []
 
 
-def test_defaults_alone_need_a_hash_for_nvidias_https_policy():
-    # No pillar at all: the policy module comes from NVIDIA's https URL, so a hash is required.
-    assert keys(nvgpu_pillar.check(merged(example=False))) == ["gpu:selinux:policy_hash"]
-    assert nvgpu_pillar.check(merged(at("selinux:policy_hash", HASH), example=False)) == []
+@pytest.mark.parametrize("release, digest", [
+    ("8", "74646211455c5bc11cff08961e62e7b68d5a84037d1ea7e837c2d50e36cb4ebf"),
+    ("9", "d131ebd51b74e5aae881ae88ae9670426e584036347aa5f346bf8448fe0256c7"),
+])
+def test_defaults_alone_verify_nvidias_https_policy_by_its_published_hash(release, digest):
+    # No pillar at all: the policy module comes from NVIDIA's https URL with the sha256
+    # NVIDIA publishes for that release's .pp, so the download is verified.
+    gpu = merged(example=False, release=release)
+    assert nvgpu_pillar.check(gpu) == []
+    assert gpu["selinux"]["policy_source"].endswith(f"/bin/RHEL{release}/nvidia-container.pp")
+    assert gpu["selinux"]["policy_hash"] == f"sha256={digest}"
+    assert gpu["selinux"]["method"] == "auto"
+    # A remote source of the site's own still needs its hash.
+    assert keys(nvgpu_pillar.check(merged(at("selinux", {"policy_source": "https://m/x.pp", "policy_hash": ""}),
+                                          example=False))) == ["gpu:selinux:policy_hash"]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +97,10 @@ def test_defaults_alone_need_a_hash_for_nvidias_https_policy():
         at("selinux", {"policy_source": "file:///srv/nvidia-container.pp", "policy_hash": None}),
         at("selinux", {"policy_source": "https://example.com/nvidia-container.pp", "policy_hash": HASH}),
         at("selinux", {"enabled": False, "policy_source": ""}),
+        # Only the module needs a policy package (auto: where the boolean is missing).
+        at("selinux", {"method": "boolean", "policy_source": "", "policy_hash": ""}),
+        at("selinux", {"method": "auto", "policy_source": None, "policy_hash": ""}),
+        at("selinux:method", "module"),
         at("runtime", {"container_tools": True, "container_tools_stream": 4.0}),  # YAML `4.0`
         at("runtime:container_tools", True),  # RHEL 8: stream rhel8
         at("repos:toolkit", {"legacy": True, "legacy_repos": {"mine": {"baseurl": "https://m/x",
@@ -139,7 +154,10 @@ BAD = [
       for field, value in (("uid", "20x1"), ("uid", "2001\n"), ("uid", -1), ("uid", True), ("gid", 1.5),
                            ("gid", ""), ("subuid_start", "x"), ("subuid_count", []))],
     *[_simple("selinux:policy_source", value) for value in
-      ("", None, "nvidia-container.pp", "salt://gpu/files/x.pp\n", ["salt://x.pp"], {"salt": "x"})],
+      ("nvidia-container.pp", "salt://gpu/files/x.pp\n", ["salt://x.pp"], {"salt": "x"})],
+    *[pytest.param(at("selinux", {"method": "module", "policy_source": value}), "gpu:selinux:policy_source", value,
+                   id=f"module without policy_source {value!r}") for value in ("", None)],
+    *[_simple("selinux:method", value) for value in ("on", "", None, True, "Boolean", ["boolean"])],
     *[pytest.param(at("selinux", {"policy_source": source, "policy_hash": ""}), "gpu:selinux:policy_hash", "",
                    id=f"policy_hash for {source}")
       for source in ("https://example.com/x.pp", "HTTPS://example.com/x.pp", "ftp://example.com/x.pp",
@@ -217,7 +235,8 @@ def test_several_bad_keys_are_all_reported():
 
 
 def test_a_bad_policy_source_and_a_bad_hash_are_both_reported():
-    errors = nvgpu_pillar.check(merged(at("selinux", {"policy_source": "", "policy_hash": ["sha256=00"]})))
+    errors = nvgpu_pillar.check(merged(at("selinux", {"method": "module", "policy_source": "",
+                                                     "policy_hash": ["sha256=00"]})))
     assert keys(errors) == ["gpu:selinux:policy_source", "gpu:selinux:policy_hash"]
 
 

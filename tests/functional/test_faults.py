@@ -281,7 +281,7 @@ def test_wrong_gpg_key_on_the_cuda_repo_installs_nothing_unverified(node, node_a
 
 
 def test_semodule_failing_leaves_the_policy_store_as_it_was(fnode, node_assets):
-    fnode.write_file("/usr/local/sbin/getenforce", "#!/bin/sh\necho Permissive\n", mode=0o755)
+    fnode.set_selinux("Permissive")
     # A policy package built for another policy: it needs a type this one lacks.
     fnode.write_file("/root/pp/nvidia-container.te", (
         "module nvidia-container 0.1;\n"
@@ -294,7 +294,8 @@ def test_semodule_failing_leaves_the_policy_store_as_it_was(fnode, node_assets):
                            "semodule_package -o nvidia-container.pp -m nvidia-container.mod"], check=True)
     package = "/root/pp/nvidia-container.pp"
     digest = hashlib.sha256((fnode.root / "root.upper/pp/nvidia-container.pp").read_bytes()).hexdigest()
-    bad = site_pillar(node_assets, selinux={"policy_source": package, "policy_hash": f"sha256={digest}"})
+    bad = site_pillar(node_assets, selinux={"method": "module", "policy_source": package,
+                                            "policy_hash": f"sha256={digest}"})
     before = fnode.snapshot()
 
     res = apply(fnode, bad)

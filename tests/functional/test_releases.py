@@ -60,3 +60,73 @@ def test_rhel9_converges_root_and_rootless_and_test_mode_predicts_it(node9, node
     assert not _failed(again)
     assert _changed(again) == {}
     assert _changed(_states(apply(node9, pillar, test=True))) == {}
+
+
+def test_rhel9_with_selinux_on_turns_on_container_selinuxs_boolean(node9, node_assets):
+    """EL 9.5+: container-selinux defines container_use_xserver_devices; auto uses it, through
+    Salt's selinux.boolean state, and rootless containers run as container_t."""
+    node9.set_selinux("Permissive")
+    pillar = site_pillar(node_assets, release="9", rootless_users=ROOTLESS)
+    predicted = _states(apply(node9, pillar, test=True))
+    assert "container-selinux" in predicted["gpu-selinux-ready"]["changes"]["method"]["new"]
+    assert predicted["gpu-selinux-tools-installed"]["result"] is None
+
+    states = converge(node9, pillar)
+    assert set(_changed(predicted)) ^ set(_changed(states)) == {
+        "gpu-rootless-user-gpuuser", "gpu-rootless-subids-gpuuser"}
+    ready = states["gpu-selinux-ready"]
+    assert ready["changes"]["boolean"] == {
+        "container_use_xserver_devices": {"old": ["off", "off"], "new": ["on", "on"]}}
+    assert "policycoreutils-python-utils" in states["gpu-selinux-tools-installed"]["changes"]
+    # Persistent (setsebool -P, where libsemanage keeps it), and no policy module installed.
+    assert "container_use_xserver_devices=1" in node9.read_file("/var/lib/selinux/targeted/active/booleans.local")
+    assert "nvidia-container" not in node9.run(["semodule", "-l"]).stdout.split()
+    assert "PASSED as gpuuser (rootless)" in states["gpu-validate-gpuuser"]["comment"]
+    node9.write_pillar(pillar)  # the ad-hoc check reads the node's own pillar
+    rootless = node9.salt_call("nvgpu.run_vector_add", "user=gpuuser", f"image={node_assets.image}")
+    assert rootless.data["passed"] is True
+    assert "label=type:container_t" in rootless.data["command"]
+
+    again = _states(apply(node9, pillar))
+    assert not _failed(again) and _changed(again) == {}
+    assert "boolean container_use_xserver_devices on (containers run as container_t)" in (
+        again["gpu-selinux-ready"]["comment"])
+    assert _changed(_states(apply(node9, pillar, test=True))) == {}
+
+    # Turned off by hand: test=True says exactly that, the next run turns it on again.
+    node9.run(["setsebool", "-P", "container_use_xserver_devices", "off"], check=True)
+    pending = _states(apply(node9, pillar, test=True))
+    assert _changed(pending) == {"gpu-selinux-ready": {"boolean": {
+        "container_use_xserver_devices": {"old": ["off", "off"], "new": ["on", "on"]}}}}
+    assert _changed(converge(node9, pillar)) == _changed(pending)
+
+
+def test_rhel8_with_selinux_on_installs_nvidias_policy_module(node, node_assets):
+    """RHEL 8's container-selinux lacks the boolean: auto installs NVIDIA's module, and
+    rootless containers run as nvidia_container_t (the guide's way)."""
+    node.set_selinux("Permissive")
+    pillar = site_pillar(node_assets, rootless_users=ROOTLESS)
+    states = converge(node, pillar)
+    ready = states["gpu-selinux-ready"]
+    assert ready["changes"]["policy_module"] == {"old": None, "new": "nvidia-container"}
+    assert "boolean" not in ready["changes"]
+    assert "nvidia-container" in node.run(["semodule", "-l"]).stdout.split()
+    assert node.run(["getsebool", "container_use_xserver_devices"]).stderr == (
+        "Error getting active value for container_use_xserver_devices\n")
+    assert "PASSED as gpuuser (rootless)" in states["gpu-validate-gpuuser"]["comment"]
+    node.write_pillar(pillar)  # the ad-hoc check reads the node's own pillar
+    rootless = node.salt_call("nvgpu.run_vector_add", "user=gpuuser", f"image={node_assets.image}")
+    assert "label=type:nvidia_container_t" in rootless.data["command"]
+
+    again = _states(apply(node, pillar))
+    assert not _failed(again) and _changed(again) == {}
+    assert _changed(_states(apply(node, pillar, test=True))) == {}
+
+
+def test_boolean_method_where_the_policy_lacks_it_fails_naming_it(node, node_assets):
+    node.set_selinux("Permissive")
+    res = apply(node, site_pillar(node_assets, selinux={"method": "boolean"}))
+    failed = _failed(_states(res))
+    assert res.retcode != 0
+    assert "container_use_xserver_devices" in failed["gpu-selinux-ready"]
+    assert "nvidia-container" not in node.run(["semodule", "-l"]).stdout.split()

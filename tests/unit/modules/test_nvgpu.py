@@ -37,7 +37,6 @@ def configure_loader_modules(nvgpu, run_all, which):
                  "nvgpu_health.gpus": real("_modules/nvgpu_health.py").gpus,
                  "nvgpu_cuda.vector_add_each": real("_modules/nvgpu_cuda.py").vector_add_each,
                  "nvgpu_toolkit.cdi_spec": real("_modules/nvgpu_toolkit.py").cdi_spec,
-
                  "nvgpu_selinux.container_type": real("_modules/nvgpu_selinux.py").container_type}
     return {
         nvgpu: {

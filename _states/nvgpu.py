@@ -579,7 +579,26 @@ def subids_present(name, start=None, count=65536):
 # ---------------------------------------------------------------------------
 
 
-def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pull="missing"):
+def _each_gpu_result(ret, res, who, mode):
+    """The state's return for ``gpus=each``: a line per GPU, the failed ones with cause and fix."""
+    lines = []
+    for gpu in res["gpus"]:
+        status = "PASSED" if gpu["passed"] else "FAILED"
+        lines.append(f"GPU {gpu['index']} ({gpu['uuid']}, {gpu['name']}): {status} ({gpu.get('duration_s')} s)")
+    for gpu in res["failed_gpus"]:
+        lines.append(f"GPU {gpu['index']} ({gpu['uuid']}): Cause: {gpu['cause']}\nFix: {gpu['fix']}")
+    head = "Vector add {} {} on each of {} GPU(s) (mode {}, {} s)".format(
+        "PASSED" if res["passed"] else "FAILED", who, len(res["gpus"]), res.get("mode") or mode, res["duration_s"])
+    if res["passed"]:
+        ret["comment"] = "\n".join([head] + lines)
+        return ret
+    if not res["gpus"]:
+        diagnosis = res.get("diagnosis") or {}
+        lines.append(f"Cause: {diagnosis.get('cause', 'unknown')}\nFix: {diagnosis.get('fix', '')}")
+    return nvgpu_state.failed(ret, "\n".join([head] + lines))
+
+
+def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pull="missing", gpus="all"):
     """
     Run the CUDA vector add in a Podman container (as root, or rootless as ``user``)
     and fail, with the diagnosis (cause and fix) as the comment, unless it passes.
@@ -597,6 +616,10 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
     mode
         ``hook``, ``cdi`` or ``auto`` (cdi with Podman 4.1 or newer, else hook).
 
+    gpus
+        ``all`` (one run that sees every GPU) or ``each`` (one run per GPU, all at once; the
+        state fails naming each GPU that failed, by index and UUID). Pillar ``gpu:validate:gpus``.
+
     .. code-block:: yaml
 
         gpu-validate-gpuuser:
@@ -609,16 +632,21 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
     kwargs = {"user": user, "mode": mode, "timeout": timeout, "pull": pull}
     if image:
         kwargs["image"] = image
+    if gpus != "all":
+        kwargs["gpus"] = gpus
     if __opts__["test"]:
         ret.update(
             result=None,
-            comment=f"The vector add would run {who} (mode {mode}, image {image or 'default'})",
+            comment=f"The vector add would run {who} (mode {mode}, image {image or 'default'}"
+                    + (", on each GPU)" if gpus == "each" else ")"),
         )
         return ret
     try:
         res = __salt__["nvgpu.run_vector_add"](**kwargs)
     except (CommandExecutionError, SaltInvocationError) as err:
         return nvgpu_state.failed(ret, f"The vector add could not run {who}: {err}")
+    if "failed_gpus" in res:
+        return _each_gpu_result(ret, res, who, mode)
     if res["passed"]:
         ret["comment"] = "Vector add PASSED {} (mode {}, {} elements, {} blocks of {} threads, {} s)".format(
             who, res.get("mode", mode), res["elements"], res["blocks"], res["threads"], res["duration_s"]

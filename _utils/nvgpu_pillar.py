@@ -47,7 +47,7 @@ KEYS = {
     "runtime": ("container_tools", "container_tools_stream", "container_tools_profile", "package"),
     "toolkit": ("package", "mode", "rootless", "hook_path", "hook_binary", "cdi_path"),
     "selinux": ("enabled", "method", "policy_source", "policy_hash", "module_name", "relabel"),
-    "validate": ("enabled", "image", "mode", "timeout", "pull"),
+    "validate": ("enabled", "image", "mode", "timeout", "pull", "gpus"),
 }
 USER_KEYS = ("name", "uid", "gid", "subuid_start", "subuid_count")
 LEGACY_REPO_KEYS = ("baseurl", "gpgkey")
@@ -307,6 +307,8 @@ def _rules():
         ("validate:timeout", _timeout, f"a number of seconds above 0 and at most {TIMEOUT_MAX}"),
         ("validate:pull", lambda value: value in nvgpu_node.PULL_POLICIES,
          f"one of {', '.join(nvgpu_node.PULL_POLICIES)} (Podman's --pull)"),
+        ("validate:gpus", lambda value: value in ("all", "each"),
+         "all (one check that sees every GPU) or each (one check per GPU)"),
     )
 
 

@@ -16,6 +16,7 @@ gpu-validate-root:
     - mode: {{ gpu.validate.mode }}
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}
+    - gpus: {{ gpu.validate.gpus }}
     - require:
       - nvgpu: gpu-container-toolkit
 {%-   if gpu.selinux.enabled %}
@@ -32,6 +33,7 @@ gpu-validate-{{ user.name }}:
     - mode: {{ gpu.validate.mode }}
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}
+    - gpus: {{ gpu.validate.gpus }}
     - require:
       - nvgpu: gpu-validate-root
       - nvgpu: gpu-rootless-subids-{{ user.name }}

@@ -190,6 +190,51 @@ class Node:
         path = self.root / "efivars" / MOK_LIST_VAR
         path.write_text((path.read_text() if path.exists() else "") + certificate)
 
+    def set_gpus(self, gpus):
+        """
+        Make the node's machine have these GPUs (see `gpus_of`): what the stand-in NVIDIA tools
+        read (hardware/gpus.json, bound in by `enter`), each GPU's PCI device (replacing this
+        machine's /sys/bus/pci/devices in the node), its state for the stand-in vectorAdd
+        (hardware/gpuN), and the kernel log (/dev/kmsg) with the Xid errors of its faults.
+        Returns the GPUs the driver sees, with their indexes.
+        """
+        hardware = self.root / "hardware"
+        if hardware.exists():
+            shutil.rmtree(hardware)
+        (hardware / "pci-devices").mkdir(parents=True)
+        kmsg = ["6,354,659407,-;nvidia-nvlink: Nvlink Core is being initialized, major device number 240",
+                "3,355,659423,-;NVRM: loading NVIDIA UNIX x86_64 Kernel Module  580.105.08"]
+        seen = []
+        for gpu in gpus:
+            address = gpu["bus"][4:].lower()
+            device = hardware / "pci-devices" / address
+            device.mkdir()
+            for name, value in (("vendor", "0x10de"), ("device", "0x20b2"), ("class", "0x030200")):
+                (device / name).write_text(value + "\n")
+            short = address.rsplit(".", 1)[0]
+            fault = gpu.get("fault")
+            # The driver's words, as NVIDIA's Xid catalog and real kernel logs print them.
+            if fault == "off_bus":
+                kmsg.append(f"4,1200,88000000,-;NVRM: Xid (PCI:{short}): 79, pid=1822, name=python3, "
+                            "GPU has fallen off the bus.")
+                continue
+            entry = {key: gpu[key] for key in ("name", "uuid", "bus", "memory_mib")}
+            entry["index"] = len(seen)
+            state = "ok"
+            if fault == "ecc":
+                entry.update(ecc_uncorrected=1, remap_pending=True)
+                state = "uncorrectable ECC error encountered"
+                kmsg.append(f"4,1201,88123456,-;NVRM: Xid (PCI:{short}): 48, pid=4123, name=vectorAdd, An "
+                            "uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer "
+                            "at partition 6, subpartition 0.")
+                kmsg.append(f"4,1202,88123460,-;NVRM: Xid (PCI:{short}): 63, pid='<unknown>', name=<unknown>, "
+                            "Row Remapper: New row marked for remapping, reset gpu to activate.")
+            (hardware / f"gpu{entry['index']}").write_text(state + "\n")
+            seen.append(entry)
+        (hardware / "gpus.json").write_text(json.dumps(seen))
+        (self.root / "dev" / "kmsg").write_text("".join(line + "\n" for line in kmsg))
+        return seen
+
     def reboot(self):
         """What a reboot forgets: loaded modules and the device nodes they created."""
         for entry in (self.root / "sys-module").iterdir():
@@ -213,6 +258,18 @@ class Node:
                 else:
                     result[key] = f"{oct(info.st_mode)} {info.st_rdev}"
         return result
+
+
+def gpus_of(count, model="NVIDIA A100-SXM4-80GB", **faults):
+    """
+    `count` GPUs of an HGX-like machine for Node.set_gpus: [{"name", "uuid", "bus", "memory_mib",
+    "fault"}], bus order; `faults` maps a GPU's position to "ecc" (uncorrectable ECC errors:
+    Xid 48 and 63, rows pending remapping, CUDA's "uncorrectable ECC error encountered") or
+    "off_bus" (Xid 79: on the PCI bus, gone from the driver). E.g. gpus_of(8, **{"3": "ecc"}).
+    """
+    return [{"name": model, "uuid": f"GPU-{i:08x}-7a1e-4c3d-9b8a-{0x1c2d3e4f5a60 + i:012x}",
+             "bus": f"00000000:{0x18 + 0x10 * i:02X}:00.0", "memory_mib": 81920, "fault": faults.get(str(i))}
+            for i in range(count)]
 
 
 def _repo_file(assets, name, release):

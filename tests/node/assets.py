@@ -487,12 +487,26 @@ if [ -z "$lib" ]; then
     echo "Failed to allocate device vector A (error code CUDA driver version is insufficient for CUDA runtime version)!" >&2
     exit 1
 fi
-for dev in /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia0; do
-    if [ ! -c "$dev" ]; then
+# CUDA's device 0: the first GPU device node the container was given.
+gpu=""
+for dev in /dev/nvidia[0-9]*; do
+    if [ -z "$gpu" ] && [ -c "$dev" ]; then
+        gpu=${dev#/dev/nvidia}
+    fi
+done
+for dev in /dev/nvidiactl /dev/nvidia-uvm "/dev/nvidia$gpu"; do
+    if [ -z "$gpu" ] || [ ! -c "$dev" ]; then
         echo "Failed to allocate device vector A (error code no CUDA-capable device is detected)!" >&2
         exit 1
     fi
 done
+# A faulty GPU fails the sample's first CUDA call with the runtime's text for its error
+# (cudaGetErrorString), e.g. "uncorrectable ECC error encountered".
+state=/run/nvgpu-standin/gpu$gpu
+if [ -f "$state" ] && [ "$(cat "$state")" != ok ]; then
+    echo "Failed to allocate device vector A (error code $(cat "$state"))!" >&2
+    exit 1
+fi
 echo "Copy input data from the host memory to the CUDA device"
 echo "CUDA kernel launch with 196 blocks of 256 threads"
 echo "Copy output data from the CUDA device to the host memory"

@@ -854,6 +854,26 @@ class TestVectorAddPasses:
         assert mods.called("nvgpu.run_vector_add") == [
             ((), {"user": None, "mode": "auto", "timeout": 300, "pull": "missing", "image": "localhost:5000/x:v1"})]
 
+    def test_each_gpu_names_the_failed_ones(self, st, mods):
+        gpus = [{"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA H100", "pci": f"0000:{i}:00.0",
+                 "passed": i != 1, "duration_s": 0.7} for i in range(3)]
+        each = {"passed": False, "gpus": gpus, "mode": "cdi", "duration_s": 0.9, "diagnosis": {"cause": "x"},
+                "failed_gpus": [{**gpus[1], "cause": "the GPU has an uncorrectable ECC memory error", "fix": "reset",
+                                 "layer": "gpu"}]}
+        mods.set("nvgpu.run_vector_add", each)
+        ret = st.vector_add_passes("root", gpus="each")
+        assert mods.called("nvgpu.run_vector_add")[0][1]["gpus"] == "each"
+        assert ret["result"] is False and ret["changes"] == {}
+        assert ret["comment"].splitlines()[:4] == [
+            "Vector add FAILED as root on each of 3 GPU(s) (mode cdi, 0.9 s)",
+            "GPU 0 (GPU-0, NVIDIA H100): PASSED (0.7 s)",
+            "GPU 1 (GPU-1, NVIDIA H100): FAILED (0.7 s)",
+            "GPU 2 (GPU-2, NVIDIA H100): PASSED (0.7 s)"]
+        assert "GPU 1 (GPU-1): Cause: the GPU has an uncorrectable ECC memory error\nFix: reset" in ret["comment"]
+        mods.set("nvgpu.run_vector_add", dict(each, passed=True, failed_gpus=[]))
+        ret = st.vector_add_passes("root", gpus="each")
+        assert ret["result"] is True and ret["comment"].startswith("Vector add PASSED as root on each of 3 GPU(s)")
+
     def test_default_image_is_the_modules(self, st, mods):
         mods.set("nvgpu.run_vector_add", PASSED)
         st.vector_add_passes("gpuuser", user="gpuuser", mode="hook", timeout=60, pull="never")

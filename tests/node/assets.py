@@ -108,6 +108,9 @@ class Assets:
         self.os_gpgkey = self.root / "RPM-GPG-KEY-nvgpu-test-os"
         self.registry = HOME / "registry"
         self.image = IMAGE
+        # The same image under a tag of these sources: checkouts testing side by side share
+        # the registry, and the last to build pushes its own IMAGE.
+        self.image_pinned = f"{IMAGE}-{self.root.name.removeprefix('assets-')}"
         self.policy = self.root / "nvidia-container.pp"
 
     def repo_url(self, name, release=DEFAULT_RELEASE):
@@ -548,6 +551,8 @@ def _push_image(assets):
             "--change", "ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility",
             str(assets.root / "image.tar"), IMAGE)
     _podman(assets, "push", "--tls-verify=false", IMAGE)
+    _podman(assets, "tag", IMAGE, assets.image_pinned)
+    _podman(assets, "push", "--tls-verify=false", assets.image_pinned)
     stamp.write_text(IMAGE + "\n")
 
 

@@ -160,3 +160,51 @@ def test_bad_arguments_raise(salt_config):
     proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", "threads=4096")
     assert proc.returncode != 0 and data is None
     assert "threads 1..1024" in proc.stdout + proc.stderr
+
+
+# --- every GPU (gpus=each) through the stand-in libcuda's several GPUs ----------------------
+
+FOUR = [f"GPU-{i:08x}-7a1e-4c3d-9b8a-1c2d3e4f5a6{i}" for i in range(4)]
+# Stand-in nvidia-smi: the stand-in libcuda's GPUs, as `nvidia-smi --query-gpu=index,uuid,name,pci.bus_id
+# --format=csv,noheader,nounits` prints them.
+STAND_IN_SMI = """#!/bin/sh
+i=0
+IFS=,
+for uuid in $STANDIN_CUDA_GPUS; do
+    printf '%d, %s, Stand-in GPU, 00000000:%02X:00.0\\n' "$i" "$uuid" $((24 + 16 * i))
+    i=$((i + 1))
+done
+"""
+
+
+@pytest.fixture(scope="module")
+def four_gpus(stand_in_libcuda):
+    smi = stand_in_libcuda / "nvidia-smi"
+    smi.write_text(STAND_IN_SMI)
+    smi.chmod(0o755)
+    return {**standin_env(stand_in_libcuda), "STANDIN_CUDA_GPUS": ",".join(FOUR),
+            "PATH": f"{stand_in_libcuda}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_each_gpu_on_the_host_names_exactly_the_bad_one(salt_config, four_gpus):
+    env = {**four_gpus, "STANDIN_CUDA_BAD_GPU": f"{FOUR[2]}:214"}
+    proc, data = salt_call(salt_config, "nvgpu.run_vector_add", "runtime=host", "gpus=each", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert data["passed"] is False and data["runtime"] == "host"
+    # Each check saw only its GPU: CUDA's device 0 in it was that UUID.
+    assert [gpu["device_uuid"] for gpu in data["gpus"]] == FOUR
+    assert [gpu["passed"] for gpu in data["gpus"]] == [True, True, False, True]
+    assert [(gpu["index"], gpu["uuid"], gpu["pci"]) for gpu in data["failed_gpus"]] == [(2, FOUR[2], "0000:38:00.0")]
+    assert data["gpus"][2]["stderr"] == ("Failed to allocate device vector A (cuMemAlloc_v2: error code "
+                                         "CUDA_ERROR_ECC_UNCORRECTABLE: uncorrectable ECC error encountered)!\n")
+    assert data["diagnosis"]["cause"].startswith(f"GPU 2 ({FOUR[2]}, Stand-in GPU): The GPU failed")
+    assert data["diagnosis"]["layer"] == "gpu"
+
+
+def test_each_gpu_on_the_host_passes_when_all_are_healthy(salt_config, four_gpus):
+    proc, data = salt_call(salt_config, "nvgpu.run_vector_add", "runtime=host", "gpus=each", env=four_gpus)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert data["passed"] is True and data["failed_gpus"] == [] and len(data["gpus"]) == 4
+    # One GPU by index: CUDA_VISIBLE_DEVICES=3 shows the check that GPU alone.
+    proc, data = salt_call(salt_config, "nvgpu_cuda.vector_add", "gpu=3", env=four_gpus)
+    assert proc.returncode == 0 and data["device_uuid"] == FOUR[3]

@@ -54,10 +54,14 @@ CHECKS = (
           "`salt-call nvgpu.reload_driver` (GPU idle) or reboot"),
     Check("device-nodes", "kernel-modules", "`/dev/nvidiactl`, `/dev/nvidia-uvm`, `/dev/nvidiaN` and their modes",
           "`salt-call nvgpu.load_modules`; `chmod 0666 /dev/nvidia*`"),
+    Check("persistenced", "kernel-modules", "`systemctl is-active nvidia-persistenced`",
+          "`systemctl enable --now nvidia-persistenced`"),
     Check("fabric-manager", "fabric",
           "NVSwitch PCI devices in `/sys/bus/pci/devices` (10de:1af1, 10de:22a3); then "
-          "`systemctl is-active nvidia-fabricmanager`",
-          "install nvidia-fabricmanager of the driver's version, `systemctl enable --now nvidia-fabricmanager`"),
+          "`systemctl is-active nvidia-fabricmanager`, its version (`rpm -q nvidia-fabric-manager`) against "
+          "the loaded driver's, and each GPU's `fabric.state` (`nvidia-smi --query-gpu`)",
+          "install nvidia-fabric-manager of exactly the driver's version, `systemctl enable --now "
+          "nvidia-fabricmanager`; a fabric not `Completed`: its journal, a restart"),
     # Each GPU's health, from nvgpu_health (read-only; per GPU by index, UUID and PCI address).
     Check("gpus-on-bus", "gpu", "NVIDIA display-class devices in `/sys/bus/pci/devices` against "
           "`nvidia-smi --query-gpu` (a GPU off the bus)",
@@ -299,7 +303,24 @@ def _device_nodes(loaded):
 # ---------------------------------------------------------------------------
 
 
-def _fabric_manager():
+def _persistenced():
+    if not salt.utils.path.which("systemctl"):
+        return _check("persistenced", "kernel-modules", "skip", "no systemctl to ask about the service")
+    argv = ["systemctl", "is-active", nvgpu_node.PERSISTENCED_SERVICE]
+    retcode, said = _run(argv)
+    evidence = f"{_cmd(argv)} said: {said}"
+    if retcode != 0 or said != "active":
+        # NVIDIA's "Driver Persistence" notes: without a client holding the GPUs, the driver
+        # tears their state down when the last one exits, and sets it up again (slowly) for the next.
+        return _check("persistenced", "kernel-modules", "warn",
+                      f"{evidence}: without it the driver deinitialises the GPUs whenever no program uses them, "
+                      "and each first CUDA call pays their initialisation again",
+                      f"systemctl enable --now {nvgpu_node.PERSISTENCED_SERVICE} (package nvidia-persistenced "
+                      "of the driver stream)")
+    return _check("persistenced", "kernel-modules", "ok", evidence)
+
+
+def _fabric_manager(loaded):
     switches = nvgpu_node.nvswitches()
     if not switches:
         return _check("fabric-manager", "fabric", "skip",
@@ -311,10 +332,38 @@ def _fabric_manager():
     argv = ["systemctl", "is-active", nvgpu_node.FABRIC_MANAGER_SERVICE]
     retcode, said = _run(argv)
     evidence = f"{found}; {_cmd(argv)} said: {said}"
+    # Exactly the driver's version: the fabric manager refuses to start on another one.
+    version = None
+    if salt.utils.path.which("rpm"):
+        query = ["rpm", "-q", "--qf", "%{VERSION}", nvgpu_node.FABRIC_MANAGER_PACKAGE]
+        rc, version = _run(query)
+        evidence += f"; {_cmd(query)} said: {version}"
+        version = version if rc == 0 else None
+    if version and loaded and version != loaded:
+        return _check("fabric-manager", "fabric", "fail",
+                      f"{evidence}; the loaded driver is {loaded}: the fabric manager runs only with its own "
+                      "driver version (CUDA fails with error 802, system not yet initialized)",
+                      f"dnf install {nvgpu_node.FABRIC_MANAGER_PACKAGE}-{loaded} (the driver stream's fm profile: "
+                      f"dnf module install nvidia-driver:STREAM/fm), then systemctl restart "
+                      f"{nvgpu_node.FABRIC_MANAGER_SERVICE}")
     if retcode != 0 or said != "active":
         return _check("fabric-manager", "fabric", "fail",
                       evidence + " (CUDA fails with error 802, system not yet initialized)",
                       nvgpu_failures.FABRIC_MANAGER_FIX)
+    smi = salt.utils.path.which("nvidia-smi")
+    if smi and loaded:
+        query = [smi, "--query-gpu=index,fabric.state", "--format=csv,noheader"]
+        rc, states = _run(query)
+        evidence += f"; {_cmd(query)} said: {states}"
+        rows = [row.split(",", 1) for row in states.split("; ")] if rc == 0 else []
+        pending = [f"GPU {index.strip()} {state.strip()}" for index, state in (r for r in rows if len(r) == 2)
+                   if state.strip() != nvgpu_node.FABRIC_COMPLETED]
+        if pending:
+            return _check("fabric-manager", "fabric", "fail",
+                          f"{evidence}: the NVLink fabric is not trained ({', '.join(pending)}); CUDA waits "
+                          "(error 802, system not yet initialized)",
+                          f"journalctl -u {nvgpu_node.FABRIC_MANAGER_SERVICE} for its reason, then systemctl "
+                          f"restart {nvgpu_node.FABRIC_MANAGER_SERVICE}")
     return _check("fabric-manager", "fabric", "ok", evidence)
 
 
@@ -652,7 +701,8 @@ def run(user=None):
         _nvidia_loaded(),
         _driver_version(loaded, installed),
         _device_nodes(loaded),
-        _fabric_manager(),
+        _persistenced(),
+        _fabric_manager(loaded),
     ]
     # Each GPU's health (nvgpu_health): on the bus, Xid errors, ECC and remapped memory.
     health = __salt__["nvgpu_health.check"](loaded=loaded is not None)

@@ -69,6 +69,12 @@ SYS_PCI_DEVICES = "/sys/bus/pci/devices"
 NVIDIA_PCI_VENDOR = "0x10de"
 NVSWITCH_DEVICE_IDS = ("0x1af1", "0x22a3")
 FABRIC_MANAGER_SERVICE = "nvidia-fabricmanager"
+# Its package in NVIDIA's CUDA repository (the nvidia-driver streams' `fm` profile), whose
+# version must be exactly the driver's; and the GPUs' NVLink fabric state once it trained it.
+FABRIC_MANAGER_PACKAGE = "nvidia-fabric-manager"
+FABRIC_COMPLETED = "Completed"
+# The driver's persistence daemon (package nvidia-persistenced of the driver stream).
+PERSISTENCED_SERVICE = "nvidia-persistenced"
 # An installed kernel's image, as RHEL 8+'s kernel-core package places it (kernel-install
 # copies it to /boot): /lib/modules/<release>/vmlinuz.
 KERNEL_IMAGE = "vmlinuz"

@@ -130,7 +130,7 @@ def statuses(result):
 
 GPU_NAMES = ["gpus-on-bus", "xid", "gpu-memory", "dcgm"]
 CDI_NAMES = ["kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot",
-             "nouveau", "nvidia-loaded", "driver-version", "device-nodes",
+             "nouveau", "nvidia-loaded", "driver-version", "device-nodes", "persistenced",
              "fabric-manager", *GPU_NAMES, "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable",
              "cdi-spec-driver", "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels",
              "account:alice", "subuid:alice", "subgid:alice", "runtime-dir:alice", "image"]
@@ -145,7 +145,7 @@ def test_virtual(doctor):
 def test_a_healthy_node_is_ok(doctor, node, run_all, salt_fns):
     result = doctor.run()
     assert [check["name"] for check in result["checks"]] == CDI_NAMES
-    skipped = ("fabric-manager", "dcgm", "oci-hook", "no-cgroups")
+    skipped = ("persistenced", "fabric-manager", "dcgm", "oci-hook", "no-cgroups")
     assert statuses(result) == {name: "skip" if name in skipped else "ok" for name in CDI_NAMES}
     assert result["gpus"] == [{"index": 0, "uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-80GB", "pci": "0000:3b:00.0",
                                "healthy": True, "causes": []}]
@@ -166,7 +166,7 @@ def test_a_healthy_node_in_hook_mode(doctor, node, salt_fns):
     result = doctor.run()
     assert result["ok"] is True
     assert {name for name, status in statuses(result).items() if status == "skip"} == {
-        "fabric-manager", "dcgm", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
+        "persistenced", "fabric-manager", "dcgm", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
     assert salt_fns.actions() == []
 
 
@@ -193,8 +193,10 @@ def _nvswitch(node, which, run_all, **_):
     node.write("/sys/bus/pci/devices/0000:05:00.0/device", "0x22a3\n")
     node.write("/sys/bus/pci/devices/0000:3b:00.0/vendor", "0x10de\n")  # a GPU: not a switch
     node.write("/sys/bus/pci/devices/0000:3b:00.0/device", "0x2335\n")
-    which.tools.add("systemctl")
-    run_all.on("systemctl", "is-active", retcode=3, stdout="inactive")
+    which.tools |= {"systemctl", "rpm"}
+    run_all.on("systemctl", "is-active", "nvidia-fabricmanager", retcode=3, stdout="inactive")
+    run_all.on("systemctl", "is-active", "nvidia-persistenced", stdout="active")
+    run_all.on("rpm", "-q", "--qf", "%{VERSION}", "nvidia-fabric-manager", stdout=DRIVER)
 
 
 def _secure_boot_unenrolled(run_all, **_):
@@ -376,9 +378,18 @@ def test_no_driver_installed(doctor, node):
 
 def test_an_nvswitch_with_fabric_manager_active(doctor, node, which, run_all):
     _nvswitch(node, which, run_all)
-    run_all.on("systemctl", "is-active", stdout="active")
+    run_all.on("systemctl", "is-active", "nvidia-fabricmanager", stdout="active")
+    # Each GPU's NVLink fabric, as nvidia-smi reports it.
+    smi = (which.path("nvidia-smi"), "--query-gpu=index,fabric.state", "--format=csv,noheader")
+    run_all.on(*smi, stdout="0, Completed\n1, Completed\n")
     check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
     assert check["status"] == "ok" and "1 NVSwitch (0000:05:00.0)" in check["evidence"]
+    assert f"`rpm -q --qf %{{VERSION}} nvidia-fabric-manager` said: {DRIVER}" in check["evidence"]
+    assert "0, Completed; 1, Completed" in check["evidence"]
+    run_all.on(*smi, stdout="0, Completed\n1, In Progress\n")
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
+    assert check["status"] == "fail" and "not trained (GPU 1 In Progress)" in check["evidence"]
+    assert "journalctl -u nvidia-fabricmanager" in check["fix"]
     which.tools.discard("systemctl")
     check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
     assert check["status"] == "skip" and "no systemctl" in check["evidence"]
@@ -529,3 +540,24 @@ def test_skopeo_reads_the_registry_where_installed(doctor, node, run_all, which)
     run_all.on(which.path("skopeo"), "inspect", "--raw", f"docker://{IMAGE}", stdout="{}")
     check = next(c for c in doctor.run()["checks"] if c["name"] == "image")
     assert check["status"] == "warn" and "skopeo inspect --raw" in check["evidence"]
+
+
+def test_a_fabric_manager_of_another_version_than_the_driver(doctor, node, which, run_all):
+    _nvswitch(node, which, run_all)
+    run_all.on("rpm", "-q", "--qf", "%{VERSION}", "nvidia-fabric-manager", stdout="550.54.15")
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "fabric-manager")
+    assert check["status"] == "fail" and f"the loaded driver is {DRIVER}" in check["evidence"]
+    assert check["fix"].startswith(f"dnf install nvidia-fabric-manager-{DRIVER} ")
+    assert result["first_failing_layer"] == "fabric"
+
+
+def test_persistenced_not_running_warns(doctor, node, which, run_all):
+    which.tools.add("systemctl")
+    run_all.on("systemctl", "is-active", "nvidia-persistenced", retcode=3, stdout="inactive")
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "persistenced")
+    assert check["status"] == "warn" and "said: inactive" in check["evidence"]
+    assert check["fix"].startswith("systemctl enable --now nvidia-persistenced") and result["ok"] is True
+    run_all.on("systemctl", "is-active", "nvidia-persistenced", stdout="active")
+    assert next(c for c in doctor.run()["checks"] if c["name"] == "persistenced")["status"] == "ok"

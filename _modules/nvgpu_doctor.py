@@ -303,13 +303,27 @@ def _device_nodes(loaded):
 # ---------------------------------------------------------------------------
 
 
-def _persistenced():
+# systemctl's words where systemd is not PID 1 (a container, a chroot): no service to ask.
+_NO_SYSTEMD = ("has not been booted with systemd", "Failed to connect to bus")
+
+
+def _service(name):
+    """(active: True/False, or None where systemd cannot be asked; evidence)."""
     if not salt.utils.path.which("systemctl"):
-        return _check("persistenced", "kernel-modules", "skip", "no systemctl to ask about the service")
-    argv = ["systemctl", "is-active", nvgpu_node.PERSISTENCED_SERVICE]
+        return None, f"no systemctl to ask about {name}"
+    argv = ["systemctl", "is-active", name]
     retcode, said = _run(argv)
     evidence = f"{_cmd(argv)} said: {said}"
-    if retcode != 0 or said != "active":
+    if any(text in said for text in _NO_SYSTEMD):
+        return None, evidence
+    return retcode == 0 and said == "active", evidence
+
+
+def _persistenced():
+    active, evidence = _service(nvgpu_node.PERSISTENCED_SERVICE)
+    if active is None:
+        return _check("persistenced", "kernel-modules", "skip", evidence)
+    if not active:
         # NVIDIA's "Driver Persistence" notes: without a client holding the GPUs, the driver
         # tears their state down when the last one exits, and sets it up again (slowly) for the next.
         return _check("persistenced", "kernel-modules", "warn",
@@ -327,11 +341,10 @@ def _fabric_manager(loaded):
                       f"no NVSwitch in {nvgpu_node.SYS_PCI_DEVICES} (vendor {nvgpu_node.NVIDIA_PCI_VENDOR}, "
                       f"device {' or '.join(nvgpu_node.NVSWITCH_DEVICE_IDS)}): no fabric manager needed")
     found = f"{len(switches)} NVSwitch ({', '.join(switches)})"
-    if not salt.utils.path.which("systemctl"):
-        return _check("fabric-manager", "fabric", "skip", f"{found}, but no systemctl to ask about the service")
-    argv = ["systemctl", "is-active", nvgpu_node.FABRIC_MANAGER_SERVICE]
-    retcode, said = _run(argv)
-    evidence = f"{found}; {_cmd(argv)} said: {said}"
+    active, said = _service(nvgpu_node.FABRIC_MANAGER_SERVICE)
+    evidence = f"{found}; {said}"
+    if active is None:
+        return _check("fabric-manager", "fabric", "skip", evidence)
     # Exactly the driver's version: the fabric manager refuses to start on another one.
     version = None
     if salt.utils.path.which("rpm"):
@@ -346,7 +359,7 @@ def _fabric_manager(loaded):
                       f"dnf install {nvgpu_node.FABRIC_MANAGER_PACKAGE}-{loaded} (the driver stream's fm profile: "
                       f"dnf module install nvidia-driver:STREAM/fm), then systemctl restart "
                       f"{nvgpu_node.FABRIC_MANAGER_SERVICE}")
-    if retcode != 0 or said != "active":
+    if not active:
         return _check("fabric-manager", "fabric", "fail",
                       evidence + " (CUDA fails with error 802, system not yet initialized)",
                       nvgpu_failures.FABRIC_MANAGER_FIX)

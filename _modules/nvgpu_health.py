@@ -86,6 +86,11 @@ def _fault(gpu, check, cause, fix):
 def _on_bus(seen, on_pci, smi_error):
     """The gpus-on-bus check; the GPUs on the bus that the driver does not see, as entries."""
     if smi_error:
+        found = nvgpu_failures.diagnose_text(smi_error)
+        if found and found["layer"] == "kernel-modules":
+            # The driver itself cannot answer (its module and libraries of two versions after an
+            # upgrade): the doctor's kernel-modules checks name that; nothing is known of the GPUs.
+            return _check("gpus-on-bus", "skip", f"the driver cannot be asked: {smi_error}"), []
         return _check("gpus-on-bus", "fail", f"the driver lists no GPUs: {smi_error}",
                       (nvgpu_failures.diagnose_text(smi_error) or {}).get("fix") or nvgpu_failures.GPU_OFF_BUS_FIX), []
     missing = [address for address in on_pci if address not in {gpu["pci"] for gpu in seen}]

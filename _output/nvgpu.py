@@ -158,14 +158,19 @@ def _doctor(style, minion, data, width):
     tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no checks"
     first = next((c for c in checks if c.get("status") == "fail"), None)
     if data.get("ok"):
-        verdict = style.paint("healthy", "GREEN")
+        word, after = "healthy", ""
     elif first is not None:
-        verdict = style.paint(f"FAILED at layer {data.get('first_failing_layer') or first.get('layer')}",
-                              "LIGHT_RED") + f" (first failing check: {first.get('name')})"
+        word = f"FAILED at layer {data.get('first_failing_layer') or first.get('layer')}"
+        after = f" (first failing check: {first.get('name')})"
     else:
-        verdict = style.paint("FAILED", "LIGHT_RED")
+        word, after = "FAILED", ""
+    verdict = style.paint(word, "GREEN" if data.get("ok") else "LIGHT_RED") + after
     name = style.paint(str(minion), "CYAN")
-    return [f"{name}:"] + ["    " + line for line in _table(style, rows)] + [f"{name}: doctor: {verdict}; {tally}"]
+    summary = [f"{name}: doctor: {verdict}; {tally}"]
+    if len(f"{minion}: doctor: {word}{after}; {tally}") > width:
+        # Too wide for the terminal: the counts go on a line of their own.
+        summary = [f"{name}: doctor: {verdict};", f"    {tally}"]
+    return [f"{name}:"] + ["    " + line for line in _table(style, rows)] + summary
 
 
 # ---------------------------------------------------------------------------

@@ -561,3 +561,26 @@ def test_persistenced_not_running_warns(doctor, node, which, run_all):
     assert check["fix"].startswith("systemctl enable --now nvidia-persistenced") and result["ok"] is True
     run_all.on("systemctl", "is-active", "nvidia-persistenced", stdout="active")
     assert next(c for c in doctor.run()["checks"] if c["name"] == "persistenced")["status"] == "ok"
+
+
+def test_services_where_systemd_is_not_running_are_skipped(doctor, node, which, run_all):
+    # systemctl 252's words where systemd is not PID 1 (seen in the simulated node).
+    _nvswitch(node, which, run_all)
+    run_all.on("systemctl", "is-active", retcode=1, stderr="System has not been booted with systemd as init system "
+               "(PID 1). Can't operate.\nFailed to connect to bus: Host is down")
+    for name in ("nvidia-persistenced", "nvidia-fabricmanager"):
+        run_all.on("systemctl", "is-active", name, retcode=1, stderr="System has not been booted with systemd as "
+                   "init system (PID 1). Can't operate.\nFailed to connect to bus: Host is down")
+    result = statuses(doctor.run())
+    assert result["persistenced"] == result["fabric-manager"] == "skip"
+
+
+def test_a_driver_version_mismatch_fails_driver_version_only(doctor, node, run_all, which):
+    # After an upgrade nvidia-smi cannot ask the driver: the GPU checks say so and skip.
+    node.write("/usr/lib64/libcuda.so.560.35.03", "")
+    run_all.on(which.path("nvidia-smi"), SMI_QUERY, retcode=18,
+               stderr="Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 560.35")
+    result = doctor.run()
+    assert [c["name"] for c in result["checks"] if c["status"] == "fail"] == ["driver-version"]
+    check = next(c for c in result["checks"] if c["name"] == "gpus-on-bus")
+    assert check["status"] == "skip" and "version mismatch" in check["evidence"]

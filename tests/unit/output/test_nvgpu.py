@@ -101,6 +101,13 @@ def test_the_summary_names_the_first_failing_layer_and_check_and_counts(opts, st
     assert summary.endswith(tally) and counts["fail"] == 1
 
 
+def test_a_summary_too_wide_for_the_terminal_puts_its_counts_on_a_line_of_their_own(opts, stale):
+    one_line = show(opts, {"local": stale}, width=200).splitlines()[-1]
+    lines = show(opts, {"local": stale}, width=len(one_line) - 1).splitlines()
+    head, counts = one_line.split("; ", 1)
+    assert lines[-2:] == [head + ";", "    " + counts]
+
+
 def test_a_healthy_node(opts):
     healthy = real("doctor_healthy")
     text = show(opts, {"gpu-7": healthy})

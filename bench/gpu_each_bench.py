@@ -7,8 +7,13 @@ Per round, interleaved: the host check on GPU 0 alone (`gpus=<its UUID>`) and on
 Medians (min..max) and the ratios each / one. Functions run through Salt's loader in this
 process (Salt's start-up is not in the figures).
 
+With --replicate N each GPU is listed N times (as N GPUs of one UUID): N checks at once on one
+GPU, an upper bound of what N GPUs cost where only one GPU was lent (the N CUDA contexts and
+containers share that GPU, where on N GPUs each has its own).
+
 Run as root on a GPU node after tests/gpu/prepare_podman.sh, with Salt importable:
-    python3 bench/gpu_each_bench.py [--rounds 7] [--image IMAGE] [--no-containers] [--json FILE]
+    python3 bench/gpu_each_bench.py [--rounds 7] [--image IMAGE] [--no-containers] [--replicate N]
+                                    [--json FILE]
 """
 
 import argparse
@@ -31,11 +36,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--image", default="localhost/nvgpu/cuda-vector-add:v0.1")
     parser.add_argument("--no-containers", action="store_true")
+    parser.add_argument("--replicate", type=int, default=1, help="list each GPU this many times")
     parser.add_argument("--json", help="also write every sample and the medians here")
     args = parser.parse_args()
 
     mods = loader(minion_config(pathlib.Path(tempfile.mkdtemp(prefix="nvgpu-bench-"))))
     gpus = mods["nvgpu_health.gpus"]()
+    if args.replicate > 1:
+        gpus = [dict(gpu, index=n * len(gpus) + gpu["index"]) for n in range(args.replicate) for gpu in gpus]
+        mods["nvgpu_health.gpus"] = lambda: gpus
     first = gpus[0]["uuid"]
     runs = {"host": {"runtime": "host"}}
     if not args.no_containers:
@@ -58,7 +67,8 @@ def main():
 
     med = {name: statistics.median(values) for name, values in samples.items()}
     width = max(len(name) for name in med)
-    print(f"Per-GPU bench, {len(gpus)} GPU(s), {args.rounds} interleaved rounds, medians (min..max):")
+    kind = f" ({len(gpus) // args.replicate} real, each listed {args.replicate} times)" if args.replicate > 1 else ""
+    print(f"Per-GPU bench, {len(gpus)} GPU(s){kind}, {args.rounds} interleaved rounds, medians (min..max):")
     for name, values in samples.items():
         print(f"  {name:<{width}}  {med[name]:7.3f} s  ({min(values):.3f}..{max(values):.3f})")
     ratios = {}

@@ -57,6 +57,14 @@ def test_each_gpu_names_exactly_the_bad_one(node):
     assert [gpu["command"][-2] for gpu in data["gpus"]] == [f"nvidia.com/gpu={g['uuid']}" for g in gpus_of(8)]
 
 
+def test_each_gpu_rootless_names_exactly_the_bad_one(node):
+    node.add_user("gpuuser", uid=2001)
+    res = each(node, "user=gpuuser")
+    assert res.retcode == 1, res.stdout + res.stderr
+    assert [(gpu["index"], gpu["uuid"]) for gpu in res.data["failed_gpus"]] == [(3, gpus_of(8)[3]["uuid"])]
+    assert all("--cap-drop=ALL" in gpu["command"] and gpu["user"] == "gpuuser" for gpu in res.data["gpus"])
+
+
 def test_the_doctor_names_exactly_the_bad_gpu(node):
     bad = gpus_of(8)[3]["uuid"]
     res, checks = gpu_checks(node)

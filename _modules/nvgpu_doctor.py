@@ -86,7 +86,9 @@ CHECKS = (
           "`no-cgroups` in `/etc/nvidia-container-runtime/config.toml` (hook mode, rootless users)",
           "`nvidia-ctk config --set nvidia-container-cli.no-cgroups=true --in-place`"),
     Check("selinux-mode", "selinux", "`getenforce`", None),
-    Check("selinux-policy", "selinux", "`semodule -l` lists the policy module (pillar `gpu:selinux:module_name`)",
+    Check("selinux-policy", "selinux",
+          "by pillar `gpu:selinux:method`: `semodule -l` lists the policy module (pillar `gpu:selinux:module_name`), "
+          "or `getsebool container_use_xserver_devices` is on",
           "`salt-call state.apply gpu.selinux`"),
     Check("selinux-labels", "selinux",
           "`restorecon -n -v -R /dev` and `restorecon -n -v` on the driver's libraries and programs",
@@ -534,16 +536,17 @@ def _selinux():
                                  f"salt-call state.apply gpu.selinux; by hand: setsebool -P {name} on"))
         else:
             checks.append(_check("selinux-policy", "selinux", "ok", f"method boolean: `getsebool {name}` says on"))
-        return checks
-    module = _pillar("gpu:selinux:module_name", "nvidia-container")
-    modules = __salt__["nvgpu_selinux.policy_modules"]()
-    if module not in modules:
-        checks.append(_check("selinux-policy", "selinux", "fail",
-                             f"`semodule -l` lists {len(modules)} modules, not {module}",
-                             f"salt-call state.apply gpu.selinux (pillar gpu:selinux:policy_source); "
-                             f"by hand: {nvgpu_failures.SELINUX_FIX}"))
     else:
-        checks.append(_check("selinux-policy", "selinux", "ok", f"`semodule -l` lists {module}"))
+        module = _pillar("gpu:selinux:module_name", "nvidia-container")
+        modules = __salt__["nvgpu_selinux.policy_modules"]()
+        if module not in modules:
+            checks.append(_check("selinux-policy", "selinux", "fail",
+                                 f"`semodule -l` lists {len(modules)} modules, not {module}",
+                                 f"salt-call state.apply gpu.selinux (pillar gpu:selinux:policy_source); "
+                                 f"by hand: {nvgpu_failures.SELINUX_FIX}"))
+        else:
+            checks.append(_check("selinux-policy", "selinux", "ok", f"`semodule -l` lists {module}"))
+    # Either method: the formula relabels what restorecon says is wrong.
     checks.append(_selinux_labels())
     return checks
 

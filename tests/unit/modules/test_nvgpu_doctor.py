@@ -584,3 +584,11 @@ def test_a_driver_version_mismatch_fails_driver_version_only(doctor, node, run_a
     assert [c["name"] for c in result["checks"] if c["status"] == "fail"] == ["driver-version"]
     check = next(c for c in result["checks"] if c["name"] == "gpus-on-bus")
     assert check["status"] == "skip" and "version mismatch" in check["evidence"]
+
+
+def test_the_labels_are_checked_with_the_boolean_method_too(doctor, node, salt_fns):
+    salt_fns.set("nvgpu_selinux.method", "boolean")
+    salt_fns.set("nvgpu_selinux.boolean", "on")
+    salt_fns.set("nvgpu_selinux.relabel_needed", ["/dev/nvidia0"], [])
+    result = statuses(doctor.run())
+    assert result["selinux-policy"] == "ok" and result["selinux-labels"] == "fail"

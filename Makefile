@@ -10,11 +10,13 @@ PYTHON ?= python3
 
 # Real programs the simulated node runs: Podman, dnf/rpm module streams, an image
 # registry, SELinux policy tooling, and what builds the stand-in RPMs and images;
-# python3-dev and gcc build Salt's timelib, which PyPI has only as source.
+# python3-dev and gcc build Salt's timelib, which PyPI has only as source; chromium renders
+# the fleet report's HTML page in tests/integration/test_fleet.py.
 APT_PACKAGES := podman runc conmon uidmap slirp4netns catatonit fuse-overlayfs \
 	dnf rpm createrepo-c libmodulemd-tools python3-libdnf docker-registry \
 	checkpolicy semodule-utils policycoreutils selinux-policy-default \
-	gnupg busybox-static util-linux procps passwd python3-venv python3-dev make gcc libc6-dev
+	gnupg busybox-static util-linux procps passwd python3-venv python3-dev make gcc libc6-dev \
+	chromium
 
 .PHONY: deps apt venv demo test test-gpu lint clean
 

@@ -85,3 +85,13 @@ gpu-driver-modules-loaded:
       - dnf_module: gpu-driver-stream
       - pkg: gpu-cuda-installed
       - nvgpu: gpu-nouveau-unloaded
+
+# The nvgpu grains (GPUs, driver) are read when the minion starts, often before the
+# driver was loaded: read them again once it is loaded or reloaded, so that targeting
+# by GPU (salt -G 'nvgpu:gpus:name:NVIDIA H200') and the fleet report see this node's
+# GPUs without a minion restart. The master's copy follows with the pillar refresh.
+gpu-grains-refreshed:
+  module.run:
+    - saltutil.refresh_grains: []
+    - onchanges:
+      - nvgpu: gpu-driver-modules-loaded

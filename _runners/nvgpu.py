@@ -23,9 +23,10 @@ The return (``--out=json`` prints it as is; ``--out=nvgpu`` renders it):
       "groups": [                           # failing and reboot-required nodes, most nodes first
         {"status": "failing" | "reboot_required", "layer": str, "check": str | None,
          "cause": str, "fix": str, "count": int, "nodes": [id, ...]}],
-      "gpu_groups": [                       # failing GPUs by cause, where checks return per-GPU results
-        {"layer": str, "cause": str, "fix": str, "count": int,
-         "gpus": [{"node": id, "index": int, "uuid": str | None}]}],
+      "gpu_groups": [                       # failing GPUs by layer and check or cause, most GPUs first:
+        {"layer": str, "check": str | None,  # the doctor's per-GPU health, run_vector_add gpus=each
+         "cause": str, "fix": str, "count": int,
+         "gpus": [{"node": id, "index": int | None, "uuid": str | None}]}],
       "versions": [                         # nodes that answered, by driver x stream x GPU model
         {"driver_version": str | None, "stream": str | None, "gpu_model": str | None,
          "nodes": int, "ok": int, "failing": int, "reboot_required": int}],
@@ -39,7 +40,7 @@ The return (``--out=json`` prints it as is; ``--out=nvgpu`` renders it):
         "symptom": {"cause", "fix", "layer"},   # vector_add: its diagnosis, when the doctor found the cause
         "user": str | None,                 # vector_add: who the failing run ran as (None: root)
         "runs": [{"user": str | None, "passed": bool, "duration_s": float}],   # vector_add
-        "gpus_failing": [{"index", "uuid", "layer", "cause", "fix"}]}},       # where per-GPU results exist
+        "gpus_failing": [{"index", "uuid", "layer", "check", "cause", "fix"}]}},   # where a GPU fails
       "duration_s": float,                  # the report's own wall time
       "html": path                          # with html=PATH
     }
@@ -162,16 +163,26 @@ def _first_failing(doctor):
 
 
 def _failing_gpus(value):
-    """Failed GPUs of a check that returns per-GPU results (``gpus: [{index, uuid, passed|status, ...}]``)."""
+    """
+    The failing GPUs a check names, each ``{index, uuid, layer, check, cause, fix}``: from
+    ``run_vector_add gpus=each`` (its ``failed_gpus``) or from the doctor's per-GPU health
+    (``gpus``: those not ``healthy``, one entry per cause).
+    """
+    if not isinstance(value, dict):
+        return []
     failing = []
-    for gpu in (value.get("gpus") if isinstance(value, dict) else None) or []:
-        if not isinstance(gpu, dict) or (gpu.get("passed") is not False and gpu.get("status") != "fail"):
+    for gpu in value.get("failed_gpus") or []:
+        if isinstance(gpu, dict):
+            failing.append({"index": gpu.get("index"), "uuid": gpu.get("uuid"), "layer": gpu.get("layer") or "gpu",
+                            "check": None, "cause": gpu.get("cause") or nvgpu_failures.UNKNOWN["cause"],
+                            "fix": gpu.get("fix") or nvgpu_failures.GPU_FIX})
+    for gpu in value.get("gpus") or []:
+        if not isinstance(gpu, dict) or gpu.get("healthy") is not False:
             continue
-        diagnosis = gpu.get("diagnosis") if isinstance(gpu.get("diagnosis"), dict) else gpu
-        failing.append({"index": gpu.get("index"), "uuid": gpu.get("uuid"),
-                        "layer": diagnosis.get("layer") or "gpu",
-                        "cause": diagnosis.get("cause") or diagnosis.get("evidence") or nvgpu_failures.UNKNOWN["cause"],
-                        "fix": diagnosis.get("fix") or nvgpu_failures.GPU_FIX})
+        for cause in [c for c in gpu.get("causes") or [] if isinstance(c, dict)] or [{}]:
+            failing.append({"index": gpu.get("index"), "uuid": gpu.get("uuid"), "layer": "gpu",
+                            "check": cause.get("check"), "cause": cause.get("cause") or "the GPU is not healthy",
+                            "fix": cause.get("fix") or nvgpu_failures.GPU_FIX})
     return failing
 
 
@@ -263,13 +274,22 @@ def _groups(nodes):
 
 
 def _gpu_groups(nodes):
-    grouped = {}
+    """Failing GPUs by (layer, the doctor's check or the cause); most GPUs first."""
+    grouped = collections.OrderedDict()
     for minion, node in nodes.items():
         for gpu in node.get("gpus_failing") or []:
-            group = grouped.setdefault((gpu["layer"], gpu["cause"]), {
-                "layer": gpu["layer"], "cause": gpu["cause"], "fix": gpu["fix"], "gpus": []})
+            key = (gpu["layer"], gpu["check"] or "", "" if gpu["check"] else gpu["cause"])
+            group = grouped.setdefault(key, {"layer": gpu["layer"], "check": gpu["check"], "causes": [], "fixes": [],
+                                             "gpus": []})
+            group["causes"].append(gpu["cause"])
+            group["fixes"].append(gpu["fix"])
             group["gpus"].append({"node": minion, "index": gpu["index"], "uuid": gpu["uuid"]})
-    groups = [dict(group, count=len(group["gpus"])) for group in grouped.values()]
+    groups = []
+    for group in grouped.values():
+        causes, fixes = group.pop("causes"), group.pop("fixes")
+        group.update(cause=collections.Counter(causes).most_common(1)[0][0],
+                     fix=collections.Counter(fixes).most_common(1)[0][0], count=len(group["gpus"]))
+        groups.append(group)
     groups.sort(key=lambda g: (-g["count"], LAYER_ORDER.get(g["layer"], 99), g["cause"]))
     return groups
 
@@ -288,8 +308,8 @@ def _versions(nodes):
                                                                             r["gpu_model"])))
 
 
-def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mode="auto", batch=None,
-           timeout=None, html=None):
+def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mode="auto", gpus=None,
+           batch=None, timeout=None, html=None):
     """
     Check the GPU nodes matched by ``tgt`` and sum the fleet up (the return is described
     in this module's docstring: ``salt-run -d nvgpu`` shows it).
@@ -315,6 +335,11 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
     mode
         With ``check=vector_add``: hook, cdi or auto (default: what the node is configured for).
 
+    gpus
+        With ``check=vector_add``: ``each`` runs it once per GPU, and the failing GPUs are
+        grouped by cause across the fleet (``gpu_groups``). Default: ``run_vector_add``'s
+        (all GPUs in one container). The doctor always reports each GPU's health.
+
     batch
         Run the check on this many minions at a time (``10%``, ``20``), Salt's batch
         mode. Default: ``10%`` for ``vector_add`` (its image pulls), all at once for
@@ -335,6 +360,7 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
         salt-run nvgpu.report
         salt-run nvgpu.report tgt='gpu-*' html=/srv/www/gpu-fleet.html
         salt-run nvgpu.report check=vector_add users=True batch=10%
+        salt-run nvgpu.report check=vector_add gpus=each
         salt-run nvgpu.report tgt='G@nvgpu:gpus:name:NVIDIA H200' tgt_type=compound --out=nvgpu
     """
     started = time.monotonic()
@@ -359,7 +385,7 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
         # unmask: Salt 3008 masks every pillar value in pillar.item's return unless asked not to.
         args.append([USERS_KEY, IMAGE_KEY, _kwarg(unmask=True)])
         said = _ask(client, tgt, tgt_type, funs, args, None, timeout)
-        _vector_adds(client, said, users, image, mode, batch, timeout)
+        _vector_adds(client, said, users, image, mode, gpus, batch, timeout)
 
     nodes = {}
     for minion in sorted(set(expected) | set(said)):
@@ -400,7 +426,7 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
     return ret
 
 
-def _vector_adds(client, said, users, image, mode, batch, timeout):
+def _vector_adds(client, said, users, image, mode, gpus, batch, timeout):
     """Run the vector add on the nodes that answered, a job per (image, user); each node's
     answers go to ``said[minion]["vector_adds"]`` as ``[(user, return)]``."""
     jobs = collections.defaultdict(list)
@@ -418,6 +444,8 @@ def _vector_adds(client, said, users, image, mode, batch, timeout):
     fun = CHECKS["vector_add"]
     for (node_image, user), minions in sorted(jobs.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
         kwargs = {"mode": mode}
+        if gpus is not None:
+            kwargs["gpus"] = str(gpus)
         if node_image:
             kwargs["image"] = node_image
         if user:

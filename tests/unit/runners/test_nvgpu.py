@@ -250,7 +250,7 @@ def vnode(users=(), image="mirror:5000/vector-add:v1", vector_add=None, **kw):
     pillar = {"gpu:rootless_users": [{"name": u, "uid": 2000 + i} for i, u in enumerate(users)],
               "gpu:validate:image": image}
     return node(**kw, **{"pillar.item": lambda *keys, unmask: {k: pillar[k] for k in keys},
-                        "nvgpu.run_vector_add": lambda mode, image=None, user=None: answer(user)})
+                        "nvgpu.run_vector_add": lambda mode, image=None, user=None, gpus="all": answer(user)})
 
 
 def test_vector_add_asks_facts_then_runs_in_batches_per_image_and_user(runner, fleet):
@@ -309,18 +309,40 @@ def test_vector_add_that_did_not_run_gets_no_doctor(runner, fleet):
     assert [job[2] for job in fleet.jobs] == [FACTS + ["pillar.item"], ["nvgpu.run_vector_add"]]
 
 
-def test_failing_gpus_grouped_by_cause(runner, fleet):
+def test_failing_gpus_of_gpus_each_grouped_by_cause(runner, fleet):
     xid = {"cause": "Xid 79: the GPU fell off the bus", "fix": "drain, reset", "layer": "gpu"}
-    per_gpu = [{"index": 0, "uuid": "GPU-0", "passed": True},
-               {"index": 3, "uuid": "GPU-3", "passed": False, "diagnosis": xid}]
-    fleet({"a": vnode(vector_add=lambda user: failed(diagnosis=xid, gpus=per_gpu), doctor=HEALTHY),
-           "b": vnode(vector_add=lambda user: failed(diagnosis=xid, gpus=[dict(per_gpu[1], index=5, uuid="GPU-5")]),
-                      doctor=HEALTHY)})
-    ret = runner.report(check="vector_add")
-    assert ret["gpu_groups"] == [{"layer": "gpu", "cause": xid["cause"], "fix": "drain, reset", "count": 2,
-                                  "gpus": [{"node": "a", "index": 3, "uuid": "GPU-3"},
-                                           {"node": "b", "index": 5, "uuid": "GPU-5"}]}]
-    assert ret["nodes"]["a"]["gpus_failing"] == [{"index": 3, "uuid": "GPU-3", **xid}]
+
+    def each(*bad):
+        return failed(diagnosis=xid, gpus=[], failed_gpus=[
+            {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA H200", "pci": "0000:1b:00.0", **xid} for i in bad])
+    fleet({"a": vnode(vector_add=lambda user: each(3), doctor=HEALTHY),
+           "b": vnode(vector_add=lambda user: each(5, 6), doctor=HEALTHY)})
+    ret = runner.report(check="vector_add", gpus="each")
+    assert fleet.jobs[1][3][0][0]["gpus"] == "each"
+    assert ret["gpu_groups"] == [{"layer": "gpu", "check": None, "cause": xid["cause"], "fix": "drain, reset",
+                                  "count": 3, "gpus": [{"node": "a", "index": 3, "uuid": "GPU-3"},
+                                                       {"node": "b", "index": 5, "uuid": "GPU-5"},
+                                                       {"node": "b", "index": 6, "uuid": "GPU-6"}]}]
+    assert ret["nodes"]["a"]["gpus_failing"] == [{"index": 3, "uuid": "GPU-3", "check": None, **xid}]
+
+
+def test_unhealthy_gpus_of_the_doctor_grouped_by_check(runner, fleet):
+    def sick(*gpus):
+        doctor = doctor_says(check("xid", "fail", "gpu", "Xid 79 on GPU 2", "drain"))
+        doctor["gpus"] = [{"index": 0, "uuid": "GPU-0", "name": "H200", "pci": "p0", "healthy": True, "causes": []}]
+        doctor["gpus"] += [{"index": i, "uuid": f"GPU-{i}", "name": "H200", "pci": f"p{i}", "healthy": False,
+                            "causes": causes} for i, causes in gpus]
+        return doctor
+    xid = {"check": "xid", "cause": "Xid 79 (fell off the bus)", "fix": "drain and reset"}
+    ecc = {"check": "gpu-memory", "cause": "3 retired pages", "fix": "RMA"}
+    fleet({"a": node(doctor=sick((2, [xid, ecc]))), "b": node(doctor=sick((7, [dict(xid, cause="Xid 79 twice")]))),
+           "c": node()})
+    ret = runner.report()
+    assert [(g["check"], g["count"], g["gpus"]) for g in ret["gpu_groups"]] == [
+        ("xid", 2, [{"node": "a", "index": 2, "uuid": "GPU-2"}, {"node": "b", "index": 7, "uuid": "GPU-7"}]),
+        ("gpu-memory", 1, [{"node": "a", "index": 2, "uuid": "GPU-2"}])]
+    assert ret["gpu_groups"][1]["cause"] == "3 retired pages" and ret["gpu_groups"][1]["layer"] == "gpu"
+    assert ret["nodes"]["a"]["check"] == "xid" and "gpus_failing" not in ret["nodes"]["c"]
 
 
 # ---------------------------------------------------------------------------- the page

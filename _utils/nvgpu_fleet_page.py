@@ -28,6 +28,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;background:#fff;width:100%;margin:6px 0}
 th,td{border:1px solid #ddd;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}
+td:first-child,td:nth-child(2){white-space:nowrap}
 code{font:12px/1.4 ui-monospace,"DejaVu Sans Mono",monospace;background:#f3f3f3;padding:1px 3px;border-radius:3px;
 white-space:pre-wrap;word-break:break-word}
 .group{background:#fff;border:1px solid #ddd;border-left:6px solid #c62828;border-radius:6px;padding:10px 14px;

@@ -149,8 +149,7 @@ def svg_plot(rows):
         out.append(f'<text x="{px(n):.1f}" y="{height - bottom + 15}" text-anchor="middle">{n}</text>')
     out.append(f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">minions</text>')
     out.append(f'<text x="12" y="{top + 90}" transform="rotate(-90 12 {top + 90})">seconds (median)</text>')
-    for key, color, label in (("ping", "#1565c0", "salt -L ... test.ping"),
-                              ("report", "#c62828", "salt-run nvgpu.report (doctor)")):
+    for key, color in (("ping", "#1565c0"), ("report", "#c62828")):
         points = " ".join(f"{px(row['n']):.1f},{py(row[key]):.1f}" for row in rows)
         out.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
         out += [f'<circle cx="{px(row["n"]):.1f}" cy="{py(row[key]):.1f}" r="3" fill="{color}"/>' for row in rows]

@@ -12,44 +12,7 @@ fleet does not pull from one registry at once), then ``nvgpu.doctor`` on the nod
 failed, whose first failing check is the root cause (the vector add's diagnosis is kept
 as the ``symptom``).
 
-The return (``--out=json`` prints it as is; ``--out=nvgpu`` renders it):
-
-.. code-block:: text
-
-    {
-      "check": "doctor" | "vector_add",
-      "summary": {"nodes": int, "ok": int, "failing": int, "reboot_required": int,
-                  "no_return": int},        # each node counted once: the four add up to nodes
-      "groups": [                           # failing and reboot-required nodes, most nodes first
-        {"status": "failing" | "reboot_required", "layer": str, "check": str | None,
-         "cause": str, "fix": str, "count": int, "nodes": [id, ...]}],
-      "gpu_groups": [                       # failing GPUs by layer and check or cause, most GPUs first:
-        {"layer": str, "check": str | None,  # the doctor's per-GPU health, run_vector_add gpus=each
-         "cause": str, "fix": str, "count": int,
-         "gpus": [{"node": id, "index": int | None, "uuid": str | None}]}],
-      "versions": [                         # nodes that answered, by driver x stream x GPU model
-        {"driver_version": str | None, "stream": str | None, "gpu_model": str | None,
-         "nodes": int, "ok": int, "failing": int, "reboot_required": int}],
-      "nodes": {id: {
-        "status": "ok" | "failing" | "reboot_required" | "no_return",
-        "driver_version": str | None,       # the loaded driver (else the grain's)
-        "stream": str | None,               # the enabled nvidia-driver module stream
-        "gpu_model": str | None, "gpu_count": int | None,
-        "reboot_required": bool,            # grain nvgpu:reboot_required (absent: False)
-        "layer": str, "check": str | None, "cause": str, "fix": str,   # when not ok
-        "symptom": {"cause", "fix", "layer"},   # vector_add: its diagnosis, when the doctor found the cause
-        "user": str | None,                 # vector_add: who the failing run ran as (None: root)
-        "runs": [{"user": str | None, "passed": bool, "duration_s": float}],   # vector_add
-        "gpus_failing": [{"index", "uuid", "layer", "check", "cause", "fix"}]}},   # where a GPU fails
-      "duration_s": float,                  # the report's own wall time
-      "html": path                          # with html=PATH
-    }
-
-A node's ``status`` is ``no_return`` when its minion did not answer within Salt's
-``timeout`` (Salt's own wait for a silent minion, so one dead node does not hold the
-report), else ``reboot_required`` when its grain says so, else ``failing`` when its check
-found a problem (or could not run), else ``ok``. Group ``layer`` is one of
-``nvgpu_failures.LAYERS``, or ``salt`` when the check did not run on the minion.
+The return's shape is in :py:func:`report`'s docstring (``salt-run -d nvgpu.report``).
 """
 
 import collections
@@ -311,8 +274,7 @@ def _versions(nodes):
 def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mode="auto", gpus=None,
            batch=None, timeout=None, html=None):
     """
-    Check the GPU nodes matched by ``tgt`` and sum the fleet up (the return is described
-    in this module's docstring: ``salt-run -d nvgpu`` shows it).
+    Check the GPU nodes matched by ``tgt`` and sum the fleet up.
 
     tgt, tgt_type
         The minions, as for ``salt``: ``tgt='gpu-*'``, or ``tgt='G@nvgpu:gpu_count:8'
@@ -352,6 +314,45 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
     html
         Also write the report as one self-contained HTML page (no network: inline CSS
         and SVG) to this path on the master.
+
+    The return (``--out=json`` prints it as is; ``--out=nvgpu`` renders it):
+
+    .. code-block:: text
+
+        {
+          "check": "doctor" | "vector_add",
+          "summary": {"nodes": int, "ok": int, "failing": int, "reboot_required": int,
+                      "no_return": int},        # each node counted once: the four add up to nodes
+          "groups": [                           # failing and reboot-required nodes, most nodes first
+            {"status": "failing" | "reboot_required", "layer": str, "check": str | None,
+             "cause": str, "fix": str, "count": int, "nodes": [id, ...]}],
+          "gpu_groups": [                       # failing GPUs by layer and check or cause, most GPUs first:
+            {"layer": str, "check": str | None,  # the doctor's per-GPU health, run_vector_add gpus=each
+             "cause": str, "fix": str, "count": int,
+             "gpus": [{"node": id, "index": int | None, "uuid": str | None}]}],
+          "versions": [                         # nodes that answered, by driver x stream x GPU model
+            {"driver_version": str | None, "stream": str | None, "gpu_model": str | None,
+             "nodes": int, "ok": int, "failing": int, "reboot_required": int}],
+          "nodes": {id: {
+            "status": "ok" | "failing" | "reboot_required" | "no_return",
+            "driver_version": str | None,       # the loaded driver (else the grain's)
+            "stream": str | None,               # the enabled nvidia-driver module stream
+            "gpu_model": str | None, "gpu_count": int | None,
+            "reboot_required": bool,            # grain nvgpu:reboot_required (absent: False)
+            "layer": str, "check": str | None, "cause": str, "fix": str,   # when not ok
+            "symptom": {"cause", "fix", "layer"},   # vector_add: its diagnosis, when the doctor found the cause
+            "user": str | None,                 # vector_add: who the failing run ran as (None: root)
+            "runs": [{"user": str | None, "passed": bool, "duration_s": float}],   # vector_add
+            "gpus_failing": [{"index", "uuid", "layer", "check", "cause", "fix"}]}},   # where a GPU fails
+          "duration_s": float,                  # the report's own wall time
+          "html": path                          # with html=PATH
+        }
+
+    A node's ``status`` is ``no_return`` when its minion did not answer within Salt's
+    ``timeout`` (Salt's own wait for a silent minion, so one dead node does not hold the
+    report), else ``reboot_required`` when its grain says so, else ``failing`` when its check
+    found a problem (or could not run), else ``ok``. Group ``layer`` is one of
+    ``nvgpu_failures.LAYERS``, or ``salt`` when the check did not run on the minion.
 
     CLI Example:
 

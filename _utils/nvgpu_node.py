@@ -60,6 +60,8 @@ DRIVER_LIB_GLOB = "/usr/lib64/libcuda.so.*.*"
 # with libcuda, the files the toolkit puts into containers.
 DRIVER_LIBS_GLOB = "/usr/lib64/libnvidia-*.so.*"
 DRIVER_BIN_GLOB = "/usr/bin/nvidia-*"
+# dnf's versionlock plugin keeps its locks here (python3-dnf-plugin-versionlock's default).
+VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
 # The initramfs of a kernel release, where dracut writes it on RHEL.
 INITRAMFS_IMAGE = "/boot/initramfs-{}.img"
 # PCI devices as sysfs shows them (each a directory with `vendor` and `device` files,

@@ -39,7 +39,8 @@ SECTIONS = ("driver", "cuda", "repos", "repos:cuda", "repos:toolkit", "runtime",
 # merged dict came from pillar and is a typo (`strem: 550` would otherwise be ignored).
 KEYS = {
     "": ("driver", "cuda", "repos", "runtime", "toolkit", "selinux", "rootless_users", "validate"),
-    "driver": ("module", "stream", "profile", "platform", "uvm", "nouveau_blacklist_file", "initramfs_cmd"),
+    "driver": ("module", "stream", "profile", "platform", "streams", "package", "branch", "uvm", "nouveau_blacklist_file",
+               "initramfs_cmd"),
     "cuda": ("package", "version"),
     "repos": ("cuda", "toolkit", "allow_unsigned"),
     "repos:cuda": ("name", "baseurl", "gpgkey", "gpgcheck", "repo_gpgcheck"),
@@ -56,6 +57,8 @@ LEGACY_REPO_KEYS = ("baseurl", "gpgkey")
 # Alphabets (ASCII only: `\d` and `\w` would take any Unicode digit or letter)
 # ---------------------------------------------------------------------------
 
+# RHEL 10's driver branches (dnf versionlock '*nvidia*580*'), or latest: no lock.
+DRIVER_BRANCH = re.compile(r"latest|[0-9]{3,6}")
 DRIVER_STREAM = re.compile(r"latest|latest-dkms|latest-open|open-dkms|[0-9]+|[0-9]+-dkms|[0-9]+-open")
 # dnf module names, streams and profiles.
 MODULE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,99}")
@@ -169,6 +172,13 @@ def _driver_stream(value):
     return _match(DRIVER_STREAM, value)
 
 
+def _driver_branch(value):
+    # YAML reads `branch: 580` as a number; the SLS writes it back as "580".
+    if _is_int(value):
+        return 100 <= value < 10**6
+    return _match(DRIVER_BRANCH, value)
+
+
 def _profile(value):
     return value is None or value == "" or _match(MODULE_NAME, value)
 
@@ -260,6 +270,9 @@ def _rules():
          "e.g. 550-dkms)"),
         ("driver:profile", _profile, "a module profile (e.g. default, fm, src), or empty for the stream's default"),
         ("driver:platform", lambda value: _match(PLATFORM, value), "a module platform id (platform:el8, platform:el9)"),
+        ("driver:streams", _bool, bool_words + " (true where the release has nvidia-driver module streams)"),
+        ("driver:package", lambda value: _match(PACKAGE, value), "a package name (e.g. nvidia-open)"),
+        ("driver:branch", _driver_branch, "latest, or a driver branch of three or more digits (e.g. 580)"),
         ("driver:uvm", _bool, bool_words),
         ("driver:nouveau_blacklist_file",
          lambda value: _file_in(value, nvgpu_node.MODPROBE_DIRS, (nvgpu_node.MODPROBE_SUFFIX,)),

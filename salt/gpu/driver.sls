@@ -1,4 +1,4 @@
-{#- Stage 1: kernel headers, CUDA repo, driver stream, cuda, nouveau out, modules in. -#}
+{#- Stage 1: kernel headers, CUDA repo, driver stream (RHEL 10: branch), cuda, nouveau out, modules in. -#}
 {%- from "gpu/map.jinja" import gpu, rejected with context %}
 {%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 
@@ -26,6 +26,8 @@ gpu-repos-unsigned-allowed:
     - text: {{ gpu.repos.unsigned_notice | yaml_dquote }}
 {%- endif %}
 
+{%- if gpu.driver.streams %}
+
 gpu-driver-stream:
   dnf_module.installed:
     - name: {{ gpu.driver.module }}
@@ -35,6 +37,23 @@ gpu-driver-stream:
     - require:
       - pkg: gpu-kernel-devel-headers-installed
       - pkgrepo: gpu-cuda-repo
+{%- else %}
+
+# No module streams (RHEL 10): NVIDIA's recipe, `dnf install nvidia-open`, and a branch
+# pinned with `dnf versionlock '*nvidia*580*'`; `latest` is no lock.
+gpu-driver-versionlock-plugin:
+  pkg.installed:
+    - name: python3-dnf-plugin-versionlock
+
+gpu-driver-branch:
+  dnf_versionlock.branch_installed:
+    - name: {{ gpu.driver.package }}
+    - branch: {{ gpu.driver.branch | string | yaml_dquote }}
+    - require:
+      - pkg: gpu-kernel-devel-headers-installed
+      - pkgrepo: gpu-cuda-repo
+      - pkg: gpu-driver-versionlock-plugin
+{%- endif %}
 
 gpu-cuda-installed:
   pkg.installed:
@@ -43,7 +62,7 @@ gpu-cuda-installed:
     - version: {{ gpu.cuda.version | string | yaml_dquote }}
 {%- endif %}
     - require:
-      - dnf_module: gpu-driver-stream
+      - {{ gpu.driver.state_id }}
 
 # The driver packages blacklist nouveau on the kernel command line; this file does
 # it for modprobe and, once in the initramfs, for early boot.
@@ -82,7 +101,7 @@ gpu-driver-modules-loaded:
     - name: nvidia
     - uvm: {{ gpu.driver.uvm }}
     - require:
-      - dnf_module: gpu-driver-stream
+      - {{ gpu.driver.state_id }}
       - pkg: gpu-cuda-installed
       - nvgpu: gpu-nouveau-unloaded
 

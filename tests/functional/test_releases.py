@@ -130,3 +130,85 @@ def test_boolean_method_where_the_policy_lacks_it_fails_naming_it(node, node_ass
     assert res.retcode != 0
     assert "container_use_xserver_devices" in failed["gpu-selinux-ready"]
     assert "nvidia-container" not in node.run(["semodule", "-l"]).stdout.split()
+
+
+@pytest.fixture
+def node10(node_assets):
+    """A fresh simulated RHEL 10.0 GPU node: no module streams anywhere."""
+    fresh = Node.create(node_assets, release="10")
+    yield fresh
+    fresh.destroy()
+
+
+def _locked_versions(node):
+    lines = node.read_file("/etc/dnf/plugins/versionlock.list") or ""
+    return sorted({line.split(":", 1)[1].split("-")[0] for line in lines.splitlines()
+                   if line.strip() and not line.startswith("#")})
+
+
+def test_rhel10_converges_on_a_pinned_branch_and_switches_branches(node10, node_assets):
+    assert "VERSION_ID=\"10.0\"" in node10.read_file("/etc/os-release")
+    node10.set_selinux("Permissive")
+    pillar = site_pillar(node_assets, release="10", driver={"branch": "575"}, rootless_users=ROOTLESS)
+
+    before = node10.snapshot()
+    predicted = _states(apply(node10, pillar, test=True))
+    assert _config(node10.snapshot()) == _config(before)
+    assert not _failed(predicted)
+    # The CUDA repo is configured by this very run: the version is known once it is.
+    assert predicted["gpu-driver-branch"]["changes"] == {
+        "locked": {"old": None, "new": "575"},
+        "version": {"old": None, "new": "the newest of branch 575 (no nvidia-open in the enabled repos yet)"}}
+
+    states = converge(node10, pillar)
+    assert set(_changed(predicted)) ^ set(_changed(states)) == {
+        "gpu-rootless-user-gpuuser", "gpu-rootless-subids-gpuuser"}
+    assert "gpu-driver-stream" not in states
+    assert states["gpu-driver-branch"]["changes"] == {
+        "locked": {"old": None, "new": "575"}, "version": {"old": None, "new": "575.57.08"}}
+    # NVIDIA's recipe, for real: `dnf versionlock add '*nvidia*575*'` locked the branch's
+    # packages, nvidia-open came from it, and no module stream exists.
+    assert _locked_versions(node10) == ["575.57.08"]
+    assert "nvidia-open-575.57.08-1.el10" in node10.run(["rpm", "-q", "nvidia-open"]).stdout
+    assert not node10.exists("/etc/dnf/modules.d/nvidia-driver.module")
+    assert states["gpu-container-toolkit"]["changes"]["cdi_spec"]["new"]["driver_version"] == "575.57.08"
+    # RHEL 10's container-selinux has the boolean: auto turns it on, nothing third-party.
+    assert "boolean" in states["gpu-selinux-ready"]["changes"]
+    assert "PASSED as root" in states["gpu-validate-root"]["comment"]
+    assert "PASSED as gpuuser (rootless)" in states["gpu-validate-gpuuser"]["comment"]
+
+    again = _states(apply(node10, pillar))
+    assert not _failed(again) and _changed(again) == {}
+    assert "575.57.08 is installed from branch 575 (locked)" in again["gpu-driver-branch"]["comment"]
+    assert _changed(_states(apply(node10, pillar, test=True))) == {}
+
+    # A branch change, like a stream switch: test=True says it, the run does it.
+    pillar580 = site_pillar(node_assets, release="10", driver={"branch": 580}, rootless_users=ROOTLESS)
+    pending = _states(apply(node10, pillar580, test=True))
+    assert pending["gpu-driver-branch"]["changes"] == {
+        "locked": {"old": ["575"], "new": "580"}, "version": {"old": "575.57.08", "new": "580.105.08"}}
+    assert _locked_versions(node10) == ["575.57.08"]
+    switched = converge(node10, pillar580)
+    assert switched["gpu-driver-branch"]["changes"] == pending["gpu-driver-branch"]["changes"]
+    assert "switched from 575.57.08" in switched["gpu-driver-branch"]["comment"]
+    assert _locked_versions(node10) == ["580.105.08"]
+    assert node10.run(["rpm", "-q", "nvidia-driver", "kmod-nvidia-open-dkms"]).stdout.count("580.105.08") == 2
+    assert switched["gpu-driver-modules-loaded"]["changes"]["driver_version"] == {
+        "old": "575.57.08", "new": "580.105.08"}
+    assert switched["gpu-container-toolkit"]["changes"]["cdi_spec"]["new"]["driver_version"] == "580.105.08"
+    assert "PASSED as gpuuser (rootless)" in switched["gpu-validate-gpuuser"]["comment"]
+    assert _changed(_states(apply(node10, pillar580))) == {}
+
+    # Back to latest: no lock at all; 580.105.08 is already the newest, so no dnf transaction.
+    latest = converge(node10, site_pillar(node_assets, release="10", rootless_users=ROOTLESS))
+    assert latest["gpu-driver-branch"]["changes"] == {"locked": {"old": ["580"], "new": None}}
+    assert _locked_versions(node10) == []
+
+
+def test_rhel10_branch_missing_from_the_repo_fails_naming_the_branches(node10, node_assets):
+    res = apply(node10, site_pillar(node_assets, release="10", driver={"branch": "590"}))
+    failed = _failed(_states(res))
+    assert res.retcode != 0
+    assert "no nvidia-open of branch 590" in failed["gpu-driver-branch"]
+    assert "575.57.08, 580.105.08" in failed["gpu-driver-branch"]
+    assert node10.run(["rpm", "-q", "nvidia-open"]).returncode != 0

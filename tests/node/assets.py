@@ -43,6 +43,10 @@ class Release:
     # A newer kernel in the OS repo, not installed on a fresh node: `dnf install kernel-core`
     # installs it for the next boot, the way `dnf update` brings one.
     next_kernel: str = None
+    # NVIDIA's CUDA repo has nvidia-driver module streams (RHEL 8, 9), or (RHEL 10, which
+    # has no modular content) one nvidia-open package per driver version, pinned to a
+    # branch with dnf versionlock.
+    streams: bool = True
 
     @property
     def dist(self):
@@ -72,6 +76,11 @@ RELEASES = {
                  _CONTAINER_BOOLEANS + (("container_use_xserver_devices", "off",
                                          "Allow containers to use any xserver device"),),
                  next_kernel="5.14.0-611.5.1.el9_7"),
+    # RHEL 10.0: no module streams at all ("Considerations in adopting RHEL 10").
+    "10": Release("10", "10.0", "Coughlan", "6.12.0-55.9.1.el10_0", ("5.4.0", "9.el10"), ("2.235.0", "2.el10"),
+                  _CONTAINER_BOOLEANS + (("container_use_xserver_devices", "off",
+                                          "Allow containers to use any xserver device"),),
+                  next_kernel="6.12.0-124.8.1.el10_1", streams=False),
 }
 DEFAULT_RELEASE = "8"
 KERNEL = RELEASES[DEFAULT_RELEASE].kernel
@@ -85,6 +94,12 @@ STREAMS = {
     "535-dkms": ("535.216.01", "kmod-nvidia-latest-dkms"),
 }
 DEFAULT_STREAM = "latest-dkms"
+# RHEL 10: driver version per branch in NVIDIA's rhel10 repo (nvidia-open and its packages).
+BRANCHES = {"575": "575.57.08", "580": "580.105.08"}
+# The real versionlock plugin (vendor/README.md), where the node's dnf (this machine's)
+# loads plugins; RHEL 10's python3-dnf-plugin-versionlock carries it.
+DNF_PYTHON = "/usr/lib/python3/dist-packages"
+VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
 CUDA_VERSION = "12.4.1"
 TOOLKIT_VERSION = "1.17.8"
 PODMAN_VERSION = RELEASES[DEFAULT_RELEASE].podman[0]
@@ -281,12 +296,13 @@ def _defaults(name, stream, profile):
 
 # Versions of the OS packages that differ per release: {name: {major: (version, release)}}.
 _OS_PACKAGES = {
-    "dkms": {"8": ("3.0.12", "1.el8"), "9": ("3.1.5", "1.el9")},
-    "kmod": {"8": ("25", "20.el8"), "9": ("28", "10.el9")},
-    "bash": {"8": ("4.4.20", "4.el8_6"), "9": ("5.1.8", "9.el9")},
-    "dracut": {"8": ("049", "228.git20230802.el8"), "9": ("057", "87.git20250311.el9_6")},
-    "policycoreutils-python-utils": {"8": ("2.9", "24.el8"), "9": ("3.6", "2.1.el9")},
-    "mokutil": {"8": ("0.3.0", "12.el8"), "9": ("0.6.0", "4.el9")},
+    "dkms": {"8": ("3.0.12", "1.el8"), "9": ("3.1.5", "1.el9"), "10": ("3.2.1", "1.el10")},
+    "kmod": {"8": ("25", "20.el8"), "9": ("28", "10.el9"), "10": ("31", "11.el10")},
+    "bash": {"8": ("4.4.20", "4.el8_6"), "9": ("5.1.8", "9.el9"), "10": ("5.2.26", "6.el10")},
+    "dracut": {"8": ("049", "228.git20230802.el8"), "9": ("057", "87.git20250311.el9_6"),
+               "10": ("103", "4.el10")},
+    "policycoreutils-python-utils": {"8": ("2.9", "24.el8"), "9": ("3.6", "2.1.el9"), "10": ("3.8", "1.el10")},
+    "mokutil": {"8": ("0.3.0", "12.el8"), "9": ("0.6.0", "4.el9"), "10": ("0.7.1", "2.el10")},
 }
 # Where the stand-in SELinux tools read which booleans the installed policy defines
 # (a real policy package carries them inside its .pp; see nvstandin's getsebool).
@@ -339,6 +355,13 @@ def _base_packages(rel):
         # semanage (Salt's selinux module needs it); `boolean -l` is a stand-in (nvstandin).
         os_package("policycoreutils-python-utils", arch="noarch", files={"/usr/sbin/semanage": STANDIN}),
     ]
+    if not rel.streams:
+        # `dnf versionlock` (NVIDIA's RHEL 10 recipe pins a driver branch with it).
+        packages.append(Package("python3-dnf-plugin-versionlock", "4.7.0", "8.el10", arch="noarch", files={
+            f"{DNF_PYTHON}/dnf-plugins/versionlock.py": HERE / "vendor/dnf-plugins/versionlock.py",
+            f"{DNF_PYTHON}/dnfpluginscore/__init__.py": HERE / "vendor/dnfpluginscore/__init__.py",
+            "/etc/dnf/plugins/versionlock.conf": f"[main]\nenabled = 1\nlocklist = {VERSIONLOCK_LIST}\n",
+            VERSIONLOCK_LIST: ""}))
     booleans = "".join(f"{name} {default} {text}\n" for name, default, text in rel.booleans)
     container_selinux = Package("container-selinux", *rel.container_selinux, epoch="2", arch="noarch", files={
         f"{SELINUX_BOOLEANS_DIR}/container": booleans})
@@ -411,7 +434,7 @@ def _build_repos(assets, gnupg):
              "--define", "_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback --passphrase ''", *rpms],
             env=dict(os.environ, GNUPGHOME=str(gnupg)))
         run(["createrepo_c", "--quiet", str(outdir)])
-        if name in modules:
+        if modules.get(name):
             modules_file = work / f"{name.replace('/', '-')}-modules.yaml"
             modules_file.write_text(modules[name])
             run(["modifyrepo_c", "--mdtype=modules", str(modules_file), str(outdir / "repodata")])
@@ -422,7 +445,20 @@ def _build_repos(assets, gnupg):
 
 
 def _cuda_repo(rel):
-    """NVIDIA's CUDA repo of one release: the nvidia-driver streams (RHEL 8 and 9 alike) and cuda."""
+    """NVIDIA's CUDA repo of one release: the nvidia-driver streams (RHEL 8 and 9 alike) and
+    cuda; on RHEL 10 (no streams) each branch's packages and its nvidia-open, no modules.yaml."""
+    cuda = Package("cuda", CUDA_VERSION, "1", files={
+        "/usr/local/cuda-12.4/version.json": f'{{"cuda": {{"version": "{CUDA_VERSION}"}}}}\n',
+        "/usr/local/cuda": ("symlink", "cuda-12.4")})
+    if not rel.streams:
+        packages = []
+        for version in BRANCHES.values():
+            branch_packages = _driver_packages(None, version, "kmod-nvidia-open-dkms", rel.dist)
+            same = f"= 3:{version}-1.{rel.dist}"
+            # NVIDIA's meta package: the open kernel modules and the whole driver of one version.
+            packages += branch_packages + [Package("nvidia-open", version, f"1.{rel.dist}", epoch="3", requires=[
+                f"{p.name} {same}" for p in branch_packages])]
+        return packages + [cuda], None
     packages, module_docs, seen = [], [], set()
     for stream, (version, kmod) in STREAMS.items():
         stream_packages = _driver_packages(stream, version, kmod, rel.dist)
@@ -434,9 +470,7 @@ def _cuda_repo(rel):
             if package.nevra not in seen:
                 seen.add(package.nevra)
                 packages.append(package)
-    packages.append(Package("cuda", CUDA_VERSION, "1", files={
-        "/usr/local/cuda-12.4/version.json": f'{{"cuda": {{"version": "{CUDA_VERSION}"}}}}\n',
-        "/usr/local/cuda": ("symlink", "cuda-12.4")}))
+    packages.append(cuda)
     return packages, "".join(module_docs) + _defaults("nvidia-driver", DEFAULT_STREAM, "default")
 
 

@@ -38,6 +38,10 @@ ACTIONS = frozenset(
         "dnf_module.reset",
         "dnf_module.switch_to",
         "dnf_module.installed",
+        "dnf_versionlock.add",
+        "dnf_versionlock.delete",
+        "dnf_versionlock.install",
+        "dnf_versionlock.distro_sync",
         "cp.cache_file",
         "file.remove",
     }

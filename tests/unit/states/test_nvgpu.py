@@ -58,7 +58,8 @@ def st():
 
 def test_every_action_is_a_real_function():
     everything = FakeSalt(
-        *(real(f"_modules/{name}.py") for name in (*EXECUTION, "dnf_module", "nvgpu_cuda", "nvgpu_initramfs")),
+        *(real(f"_modules/{name}.py") for name in (*EXECUTION, "dnf_module", "dnf_versionlock", "nvgpu_cuda",
+                                                   "nvgpu_initramfs")),
         real("_states/dnf_module.py"),
         functions=OTHERS,
     )

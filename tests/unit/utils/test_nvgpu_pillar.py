@@ -53,7 +53,7 @@ def keys(errors):
 # ---------------------------------------------------------------------------- good pillar
 
 
-@pytest.mark.parametrize("release", ["8", "9"])
+@pytest.mark.parametrize("release", ["8", "9", "10"])
 def test_defaults_with_pillar_example_are_good(release):
     assert nvgpu_pillar.check(merged(release=release)) == []
 
@@ -84,6 +84,10 @@ def test_defaults_alone_verify_nvidias_https_policy_by_its_published_hash(releas
         at("driver:stream", "open-dkms"),
         at("driver:stream", "latest"),
         at("driver:profile", "fm"),
+        at("driver:branch", "580"),
+        at("driver:branch", 580),  # YAML `branch: 580`
+        at("driver:branch", "latest"),
+        at("driver:package", "nvidia-driver-cuda"),
         at("driver:profile", ""),
         at("driver:profile", None),
         at("driver:initramfs_cmd", ["dracut", "-f", "--regenerate-all", "--kver"]),
@@ -158,6 +162,9 @@ BAD = [
     *[pytest.param(at("selinux", {"method": "module", "policy_source": value}), "gpu:selinux:policy_source", value,
                    id=f"module without policy_source {value!r}") for value in ("", None)],
     *[_simple("selinux:method", value) for value in ("on", "", None, True, "Boolean", ["boolean"])],
+    *[_simple("driver:branch", value) for value in ("580-open", "58", 58, "", None, True, "*nvidia*", "latest-dkms")],
+    *[_simple("driver:package", value) for value in ("", "nvidia open", None)],
+    *[_simple("driver:streams", value) for value in ("yes", 1, None)],
     *[pytest.param(at("selinux", {"policy_source": source, "policy_hash": ""}), "gpu:selinux:policy_hash", "",
                    id=f"policy_hash for {source}")
       for source in ("https://example.com/x.pp", "HTTPS://example.com/x.pp", "ftp://example.com/x.pp",
@@ -541,7 +548,8 @@ def _formula_keys():
 
 
 # Values map.jinja derives after the check (never from pillar).
-DERIVED = {"driver:kernel_version", "repos:toolkit:present", "repos:toolkit:absent", "repos:unsigned_notice"}
+DERIVED = {"driver:kernel_version", "driver:state_id", "repos:toolkit:present", "repos:toolkit:absent",
+           "repos:unsigned_notice"}
 
 
 def _known():
@@ -567,7 +575,7 @@ def _leaves(value, prefix=""):
             yield path
 
 
-@pytest.mark.parametrize("source", ["defaults", "8", "9", "example"])
+@pytest.mark.parametrize("source", ["defaults", "8", "9", "10", "example"])
 def test_every_documented_key_is_known(source):
     gpu = {"defaults": DEFAULTS, "example": EXAMPLE}.get(source) or RELEASES[source]
     assert set(_leaves(gpu)) <= _known(), sorted(set(_leaves(gpu)) - _known())

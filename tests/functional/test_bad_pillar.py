@@ -322,8 +322,8 @@ def test_nan_and_infinity_are_rejected_too(converged, node_assets):
 @pytest.mark.parametrize(
     "grains, words",
     [({"os_family": "Debian", "os": "Ubuntu"}, "this minion is Ubuntu (os_family Debian)"),
-     ({"osmajorrelease": 10}, "RHEL 10 is not supported")],
-    ids=["debian", "rhel10"],
+     ({"osmajorrelease": 11}, "RHEL 11 is not supported")],
+    ids=["debian", "rhel11"],
 )
 def test_an_unsupported_minion_is_rejected_the_same_way(converged, grains, words):
     import yaml

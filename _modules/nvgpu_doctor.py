@@ -372,7 +372,7 @@ def _fabric_manager(loaded):
         evidence += f"; {_cmd(query)} said: {states}"
         rows = [row.split(",", 1) for row in states.split("; ")] if rc == 0 else []
         pending = [f"GPU {index.strip()} {state.strip()}" for index, state in (r for r in rows if len(r) == 2)
-                   if state.strip() != nvgpu_node.FABRIC_COMPLETED]
+                   if state.strip() not in (nvgpu_node.FABRIC_COMPLETED, *nvgpu_node.FABRIC_NOT_REPORTED)]
         if pending:
             return _check("fabric-manager", "fabric", "fail",
                           f"{evidence}: the NVLink fabric is not trained ({', '.join(pending)}); CUDA waits "

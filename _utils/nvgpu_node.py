@@ -75,6 +75,8 @@ FABRIC_MANAGER_SERVICE = "nvidia-fabricmanager"
 # version must be exactly the driver's; and the GPUs' NVLink fabric state once it trained it.
 FABRIC_MANAGER_PACKAGE = "nvidia-fabric-manager"
 FABRIC_COMPLETED = "Completed"
+# nvidia-smi's fabric.state where a GPU has no fabric registration to report.
+FABRIC_NOT_REPORTED = ("Not Supported", "N/A", "[N/A]")
 # The driver's persistence daemon (package nvidia-persistenced of the driver stream).
 PERSISTENCED_SERVICE = "nvidia-persistenced"
 # An installed kernel's image, as RHEL 8+'s kernel-core package places it (kernel-install

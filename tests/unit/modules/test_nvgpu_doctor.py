@@ -386,6 +386,8 @@ def test_an_nvswitch_with_fabric_manager_active(doctor, node, which, run_all):
     assert check["status"] == "ok" and "1 NVSwitch (0000:05:00.0)" in check["evidence"]
     assert f"`rpm -q --qf %{{VERSION}} nvidia-fabric-manager` said: {DRIVER}" in check["evidence"]
     assert "0, Completed; 1, Completed" in check["evidence"]
+    run_all.on(*smi, stdout="0, Completed\n1, Not Supported\n")
+    assert next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")["status"] == "ok"
     run_all.on(*smi, stdout="0, Completed\n1, In Progress\n")
     check = next(c for c in doctor.run()["checks"] if c["name"] == "fabric-manager")
     assert check["status"] == "fail" and "not trained (GPU 1 In Progress)" in check["evidence"]

@@ -226,6 +226,20 @@ def cdi_spec(path=nvgpu_node.CDI_SPEC_PATH):
     return ret
 
 
+def cdi_refresh_shipped(dirs=nvgpu_node.SYSTEMD_UNIT_DIRS):
+    """
+    True where the toolkit's ``nvidia-cdi-refresh.service`` unit file is installed
+    (nvidia-container-toolkit 1.18 and later ship it with its path unit).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_toolkit.cdi_refresh_shipped
+    """
+    return any(os.path.isfile(os.path.join(d, nvgpu_node.CDI_REFRESH_SERVICE)) for d in dirs)
+
+
 def cdi_generate(path=nvgpu_node.CDI_SPEC_PATH):
     """
     Generate the CDI spec for this host's GPUs and driver with

@@ -169,6 +169,78 @@ def _cdi_problem(spec, driver):
     return None
 
 
+def _cdi_by_refresh(cdi_path, driver, changes, test, refresh):
+    """cdi_owner refresh: nvidia-cdi-refresh enabled, watching, its spec current; the
+    formula's spec gone. A failure's text, or None."""
+    if not refresh:
+        if test:
+            changes["cdi_spec"] = {"old": None, "new": nvgpu_node.CDI_REFRESH_SPEC,
+                                   "reason": "by nvidia-cdi-refresh once the toolkit (1.18+) is installed"}
+            return None
+        return (f"gpu:toolkit:cdi_owner is refresh, but {nvgpu_node.CDI_REFRESH_SERVICE} is not installed or "
+                "systemd does not run here: it comes with nvidia-container-toolkit 1.18 and later; use "
+                "gpu:toolkit:cdi_owner formula with an older toolkit")
+    units = (nvgpu_node.CDI_REFRESH_PATH_UNIT, nvgpu_node.CDI_REFRESH_SERVICE)
+    disabled = [unit for unit in units if not __salt__["service.enabled"](unit)]
+    if disabled:
+        changes["cdi_refresh_enabled"] = {"old": disabled, "new": list(units)}
+        if not test:
+            for unit in disabled:
+                __salt__["service.enable"](unit)
+    # The path unit watches modules.dep only while it is active.
+    if not __salt__["service.status"](nvgpu_node.CDI_REFRESH_PATH_UNIT):
+        changes["cdi_refresh_watching"] = {"old": False, "new": True}
+        if not test and not __salt__["service.start"](nvgpu_node.CDI_REFRESH_PATH_UNIT):
+            return f"systemctl start {nvgpu_node.CDI_REFRESH_PATH_UNIT} failed: see its status and journal"
+    spec = __salt__["nvgpu_toolkit.cdi_spec"](nvgpu_node.CDI_REFRESH_SPEC)
+    problem = _cdi_problem(spec, driver)
+    if problem:
+        # It ran before the driver changed, or not at all since the boot cleared /var/run:
+        # run it again (a oneshot unit with RemainAfterExit runs on every restart).
+        changes["cdi_spec"] = {
+            "old": {"path": nvgpu_node.CDI_REFRESH_SPEC, "driver_version": spec["driver_version"],
+                    "mode": spec["mode"]} if spec["exists"] else None,
+            "new": {"path": nvgpu_node.CDI_REFRESH_SPEC, "driver_version": driver, "mode": "0644"},
+            "reason": problem, "by": nvgpu_node.CDI_REFRESH_SERVICE}
+        if not test:
+            ran = __salt__["service.restart"](nvgpu_node.CDI_REFRESH_SERVICE)
+            new = __salt__["nvgpu_toolkit.cdi_spec"](nvgpu_node.CDI_REFRESH_SPEC)
+            left = _cdi_problem(new, driver)
+            if not ran or left:
+                return (f"{nvgpu_node.CDI_REFRESH_SERVICE} ran but {nvgpu_node.CDI_REFRESH_SPEC} is "
+                        f"{left or 'not what it should be'}: see `systemctl status {nvgpu_node.CDI_REFRESH_SERVICE}` "
+                        f"and `journalctl -u {nvgpu_node.CDI_REFRESH_SERVICE}`")
+            changes["cdi_spec"]["new"] = {"path": nvgpu_node.CDI_REFRESH_SPEC,
+                                          "driver_version": new["driver_version"], "mode": new["mode"]}
+    # One spec for nvidia.com/gpu: the formula keeps none of its own.
+    if cdi_path != nvgpu_node.CDI_REFRESH_SPEC and (
+            __salt__["nvgpu_toolkit.cdi_spec"](cdi_path)["kind"] == nvgpu_node.CDI_KIND):
+        changes["formula_cdi_spec"] = {"old": cdi_path, "new": None}
+        if not test:
+            __salt__["file.remove"](cdi_path)
+    return None
+
+
+def _cdi_refresh_off(cdi_path, changes, test):
+    """cdi_owner formula on a toolkit that ships nvidia-cdi-refresh: its units disabled and
+    stopped (the path trigger, and the service that would run at boot), its spec gone."""
+    units = (nvgpu_node.CDI_REFRESH_PATH_UNIT, nvgpu_node.CDI_REFRESH_SERVICE)
+    enabled = [unit for unit in units if __salt__["service.enabled"](unit)]
+    active = [unit for unit in units if __salt__["service.status"](unit)]
+    if enabled or active:
+        changes["cdi_refresh_enabled"] = {"old": sorted(set(enabled) | set(active)), "new": []}
+        if not test:
+            for unit in enabled:
+                __salt__["service.disable"](unit)
+            for unit in active:
+                __salt__["service.stop"](unit)
+    if cdi_path != nvgpu_node.CDI_REFRESH_SPEC and (
+            __salt__["nvgpu_toolkit.cdi_spec"](nvgpu_node.CDI_REFRESH_SPEC)["kind"] == nvgpu_node.CDI_KIND):
+        changes["refresh_cdi_spec"] = {"old": nvgpu_node.CDI_REFRESH_SPEC, "new": None}
+        if not test:
+            __salt__["file.remove"](nvgpu_node.CDI_REFRESH_SPEC)
+
+
 def container_toolkit(
     name,
     mode="auto",
@@ -176,6 +248,7 @@ def container_toolkit(
     hook_path=nvgpu_node.OCI_HOOK_PATH,
     hook_binary=nvgpu_node.OCI_HOOK_BINARY,
     cdi_path=nvgpu_node.CDI_SPEC_PATH,
+    cdi_owner="auto",
 ):
     """
     Ensure the NVIDIA container toolkit gives Podman containers the GPU.
@@ -198,6 +271,17 @@ def container_toolkit(
         ``auto`` (default): ``cdi`` when Podman is 4.1 or newer, else ``hook`` (the
         rule ``nvgpu.run_vector_add`` follows too).
 
+    cdi_owner
+        Who writes the CDI spec in cdi mode; either way there is one spec for
+        ``nvidia.com/gpu``. ``refresh``: the toolkit's ``nvidia-cdi-refresh`` (1.18+),
+        its path and service units enabled and the path unit watching, the service
+        run again when its spec (``/var/run/cdi/nvidia.yaml``) is missing or names
+        another driver than the loaded one, and the formula's spec at ``cdi_path``
+        removed. ``formula``: the spec at ``cdi_path`` as above, and where the toolkit
+        ships nvidia-cdi-refresh its units disabled and stopped (at boot the service
+        would write its spec again) and its spec removed. ``auto`` (default):
+        ``refresh`` where the unit is installed and systemd runs, else ``formula``.
+
     rootless
         Set ``nvidia-container-cli.no-cgroups = true`` in the toolkit's config.toml
         (through ``nvidia-ctk config``) so that rootless Podman can use the hook.
@@ -215,6 +299,9 @@ def container_toolkit(
     ret = nvgpu_state.new(name)
     if mode not in nvgpu_node.MODES:
         return nvgpu_state.failed(ret, f"mode must be one of {', '.join(nvgpu_node.MODES)}, not {mode!r}")
+    if cdi_owner not in nvgpu_node.CDI_OWNERS:
+        return nvgpu_state.failed(ret, f"cdi_owner must be one of {', '.join(nvgpu_node.CDI_OWNERS)}, not "
+                                       f"{cdi_owner!r} (gpu:toolkit:cdi_owner)")
     test = __opts__["test"]
     changes = {}
     notes = []
@@ -253,9 +340,20 @@ def container_toolkit(
                 changes["oci_hook"] = {"old": hook_path, "new": None}
                 if not test:
                     __salt__["nvgpu_toolkit.remove_oci_hook"](hook_path)
-            spec = __salt__["nvgpu_toolkit.cdi_spec"](cdi_path)
             driver = __salt__["nvgpu.driver_version"]()
-            problem = _cdi_problem(spec, driver)
+            # systemd's service module is there only where systemd runs.
+            refresh = __salt__["nvgpu_toolkit.cdi_refresh_shipped"]() and "service.enable" in __salt__
+            owner = nvgpu_node.resolve_cdi_owner(cdi_owner, refresh)
+            if refresh or owner == "refresh":
+                notes.append(f"CDI spec by {'nvidia-cdi-refresh' if owner == 'refresh' else 'the formula'}")
+            if owner == "refresh":
+                failure = _cdi_by_refresh(cdi_path, driver, changes, test, refresh)
+                if failure:
+                    return nvgpu_state.failed(ret, failure, changes)
+            elif refresh:
+                _cdi_refresh_off(cdi_path, changes, test)
+            spec = __salt__["nvgpu_toolkit.cdi_spec"](cdi_path)
+            problem = _cdi_problem(spec, driver) if owner == "formula" else None
             if problem:
                 changes["cdi_spec"] = {
                     "old": {"path": cdi_path, "driver_version": spec["driver_version"], "mode": spec["mode"]}

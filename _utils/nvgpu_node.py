@@ -40,6 +40,14 @@ OCI_HOOK_SUFFIX = ".json"
 MODPROBE_DIRS = ("/etc/modprobe.d",)
 MODPROBE_SUFFIX = ".conf"
 CDI_KIND = "nvidia.com/gpu"
+# nvidia-container-toolkit 1.18+ ships nvidia-cdi-refresh: a path unit watching the running
+# kernel's modules.dep (a driver install or removal changes it) that starts a oneshot
+# service running `nvidia-ctk cdi generate` into this spec (deployments/systemd in
+# NVIDIA/nvidia-container-toolkit). Unit files where packages and administrators put them.
+CDI_REFRESH_PATH_UNIT = "nvidia-cdi-refresh.path"
+CDI_REFRESH_SERVICE = "nvidia-cdi-refresh.service"
+CDI_REFRESH_SPEC = "/var/run/cdi/nvidia.yaml"
+SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system")
 TOOLKIT_CONFIG = "/etc/nvidia-container-runtime/config.toml"
 NO_CGROUPS_KEY = "nvidia-container-cli.no-cgroups"
 DNF_MODULES_D = "/etc/dnf/modules.d"
@@ -117,6 +125,24 @@ CDI_MIN_PODMAN = (4, 1)
 def version_tuple(text):
     """``"4.9.4-rhel"`` -> ``(4, 9, 4)``; the first three numbers of a version string."""
     return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+# Who writes the CDI spec for nvidia.com/gpu: the formula (nvidia-ctk cdi generate into
+# gpu:toolkit:cdi_path), or the toolkit's nvidia-cdi-refresh; auto: resolve_cdi_owner.
+CDI_OWNERS = ("auto", "formula", "refresh")
+
+
+def resolve_cdi_owner(owner, refresh_shipped):
+    """
+    The one meaning of ``auto`` for the CDI spec's owner: ``refresh`` where the toolkit
+    ships nvidia-cdi-refresh (1.18+) and systemd can run it (``refresh_shipped``), else
+    ``formula``. ``formula`` and ``refresh`` stand for themselves.
+    """
+    if owner not in CDI_OWNERS:
+        raise ValueError(f"cdi_owner must be one of {', '.join(CDI_OWNERS)}, not {owner!r}")
+    if owner != "auto":
+        return owner
+    return "refresh" if refresh_shipped else "formula"
 
 
 def resolve_mode(mode, podman_version):

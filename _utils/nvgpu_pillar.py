@@ -46,7 +46,7 @@ KEYS = {
     "repos:cuda": ("name", "baseurl", "gpgkey", "gpgcheck", "repo_gpgcheck"),
     "repos:toolkit": ("legacy", "baseurl", "gpgkey", "gpgcheck", "repo_gpgcheck", "legacy_repos"),
     "runtime": ("container_tools", "container_tools_stream", "container_tools_profile", "package"),
-    "toolkit": ("package", "mode", "rootless", "hook_path", "hook_binary", "cdi_path"),
+    "toolkit": ("package", "mode", "cdi_owner", "rootless", "hook_path", "hook_binary", "cdi_path"),
     "selinux": ("enabled", "method", "policy_source", "policy_hash", "module_name", "relabel"),
     "validate": ("enabled", "image", "mode", "timeout", "pull", "gpus"),
 }
@@ -294,6 +294,8 @@ def _rules():
         ("runtime:package", lambda value: _match(PACKAGE, value), "a package name (e.g. podman)"),
         ("toolkit:package", lambda value: _match(PACKAGE, value), "a package name (e.g. nvidia-container-toolkit)"),
         ("toolkit:mode", lambda value: value in nvgpu_node.MODES, f"one of {modes}"),
+        ("toolkit:cdi_owner", lambda value: value in nvgpu_node.CDI_OWNERS,
+         "one of auto (refresh where the toolkit ships nvidia-cdi-refresh, else formula), formula, refresh"),
         ("toolkit:rootless", _nullable(_bool),
          "true, false or null (null: true exactly when gpu:rootless_users is not empty)"),
         ("toolkit:hook_path",

@@ -36,6 +36,7 @@ gpu-toolkit-installed:
 gpu-container-toolkit:
   nvgpu.container_toolkit:
     - mode: {{ gpu.toolkit.mode }}
+    - cdi_owner: {{ gpu.toolkit.cdi_owner }}
     - rootless: {{ gpu.toolkit.rootless }}
 {%- for key in ["hook_path", "hook_binary", "cdi_path"] if gpu.toolkit[key] %}
     - {{ key }}: {{ gpu.toolkit[key] }}

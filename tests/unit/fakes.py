@@ -44,6 +44,11 @@ ACTIONS = frozenset(
         "dnf_versionlock.distro_sync",
         "cp.cache_file",
         "file.remove",
+        "service.enable",
+        "service.disable",
+        "service.start",
+        "service.stop",
+        "service.restart",
     }
 )
 

@@ -317,3 +317,14 @@ def test_remove_oci_hook_os_error_names_the_hook(toolkit, tmp_path):
         toolkit.remove_oci_hook(str(path))
     assert str(err.value).startswith(f"cannot remove {path}: ")
     assert err.value.path == str(path)
+
+
+def test_cdi_refresh_shipped_is_the_service_unit_file(toolkit, tmp_path):
+    lib, etc = tmp_path / "usr/lib/systemd/system", tmp_path / "etc/systemd/system"
+    lib.mkdir(parents=True)
+    etc.mkdir(parents=True)
+    assert toolkit.cdi_refresh_shipped(dirs=(str(etc), str(lib))) is False
+    (lib / "nvidia-cdi-refresh.path").write_text("[Path]\n")
+    assert toolkit.cdi_refresh_shipped(dirs=(str(etc), str(lib))) is False
+    (lib / "nvidia-cdi-refresh.service").write_text("[Service]\n")
+    assert toolkit.cdi_refresh_shipped(dirs=(str(etc), str(lib))) is True

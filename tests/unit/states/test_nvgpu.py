@@ -11,6 +11,7 @@ import nvgpu_node
 import pytest
 import salt.modules.cp
 import salt.modules.file
+import salt.modules.systemd_service
 import salt.modules.yumpkg
 import salt.states.selinux
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -22,7 +23,9 @@ from tests.unit.loader import load, real
 STATES = load("_states/nvgpu.py")
 EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
 OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
-          "file.remove": salt.modules.file.remove, "pkg.version": salt.modules.yumpkg.version}
+          "file.remove": salt.modules.file.remove, "pkg.version": salt.modules.yumpkg.version,
+          **{f"service.{name}": getattr(salt.modules.systemd_service, name)
+             for name in ("enabled", "enable", "disable", "status", "start", "stop", "restart")}}
 
 HOOK_PATH = nvgpu_node.OCI_HOOK_PATH
 CDI_PATH = nvgpu_node.CDI_SPEC_PATH
@@ -240,6 +243,7 @@ def toolkit(mods):
     mods.set("nvgpu_toolkit.write_oci_hook", HOOK)
     mods.set("nvgpu_toolkit.set_config", True)
     mods.set("nvgpu_toolkit.remove_oci_hook", True)
+    mods.set("nvgpu_toolkit.cdi_refresh_shipped", False)
     return mods
 
 
@@ -531,6 +535,81 @@ def se(mods, pp):
 
 def missing_then_installed(mods):
     mods.set("nvgpu_selinux.policy_modules", ["container"], ["container", "nvidia-container"])
+
+
+REFRESH = "/var/run/cdi/nvidia.yaml"
+UNITS = ["nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service"]
+
+
+@pytest.fixture
+def refresh(toolkit):
+    """Toolkit 1.18 with nvidia-cdi-refresh enabled and watching, its spec current, no formula spec."""
+    for name in ("enabled", "enable", "disable", "status", "start", "stop", "restart"):
+        toolkit.set(f"service.{name}", True)
+    toolkit.set("nvgpu_toolkit.cdi_refresh_shipped", True)
+    toolkit.set("file.remove", True)
+    toolkit.set("nvgpu_toolkit.cdi_spec", lambda path: spec() if path == REFRESH else spec(exists=False))
+    return toolkit
+
+
+class TestCdiOwner:
+    """Either way one spec for nvidia.com/gpu: the formula's, or nvidia-cdi-refresh's."""
+
+    def test_auto_is_refresh_where_the_toolkit_ships_it(self, st, refresh):
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert "CDI spec by nvidia-cdi-refresh" in ret["comment"]
+        assert refresh.actions() == [] and "nvgpu_toolkit.cdi_generate" not in refresh.names()
+
+    def test_refresh_enables_runs_it_after_a_driver_change_and_drops_the_formulas_spec(self, st, refresh):
+        refresh.set("service.enabled", lambda name: name.endswith(".service"))
+        refresh.set("service.status", False)
+        specs = {REFRESH: [spec(driver="550.127.08"), spec()], CDI_PATH: [spec()]}
+        refresh.set("nvgpu_toolkit.cdi_spec", lambda path: specs[path].pop(0) if len(specs[path]) > 1 else specs[path][0])
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_owner="refresh")
+        assert ret["result"] is True, ret["comment"]
+        assert ret["changes"]["cdi_refresh_enabled"] == {"old": ["nvidia-cdi-refresh.path"], "new": UNITS}
+        assert ret["changes"]["cdi_refresh_watching"] == {"old": False, "new": True}
+        assert ret["changes"]["cdi_spec"]["reason"].startswith("stale: written for driver 550.127.08")
+        assert ret["changes"]["cdi_spec"]["new"]["driver_version"] == "580.105.08"
+        assert ret["changes"]["formula_cdi_spec"] == {"old": CDI_PATH, "new": None}
+        assert refresh.called("service.enable") == [(("nvidia-cdi-refresh.path",), {})]
+        assert refresh.called("service.restart") == [(("nvidia-cdi-refresh.service",), {})]
+        assert refresh.called("file.remove") == [((CDI_PATH,), {})]
+
+    def test_refresh_that_leaves_a_stale_spec_fails_pointing_at_its_journal(self, st, refresh):
+        refresh.set("nvgpu_toolkit.cdi_spec", lambda path: spec(driver="550.127.08") if path == REFRESH else spec(False))
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_owner="refresh")
+        assert ret["result"] is False and "journalctl -u nvidia-cdi-refresh.service" in ret["comment"]
+
+    def test_test_mode_says_it_all_and_does_nothing(self, st, refresh, opts):
+        opts["test"] = True
+        refresh.set("service.status", False)
+        refresh.set("nvgpu_toolkit.cdi_spec", lambda path: spec(exists=False) if path == REFRESH else spec())
+        ret = st.container_toolkit("gpu", mode="cdi")
+        assert ret["result"] is None
+        assert set(ret["changes"]) == {"cdi_refresh_watching", "cdi_spec", "formula_cdi_spec"}
+        assert refresh.actions() == [] and "service.restart" not in refresh.names()
+
+    def test_formula_owner_disables_the_refresh_units_and_removes_their_spec(self, st, refresh):
+        refresh.set("nvgpu_toolkit.cdi_spec", lambda path: spec())
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_owner="formula")
+        assert ret["result"] is True
+        assert ret["changes"] == {"cdi_refresh_enabled": {"old": UNITS, "new": []},
+                                  "refresh_cdi_spec": {"old": REFRESH, "new": None}}
+        assert refresh.called("service.disable") == [((unit,), {}) for unit in UNITS]
+        assert refresh.called("service.stop") == [((unit,), {}) for unit in UNITS]
+        assert refresh.called("file.remove") == [((REFRESH,), {})]
+        assert "CDI spec by the formula" in ret["comment"]
+
+    def test_refresh_without_the_unit_fails_naming_the_toolkit_version(self, st, toolkit):
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_owner="refresh")
+        assert ret["result"] is False and "1.18" in ret["comment"] and "cdi_owner formula" in ret["comment"]
+
+    def test_bad_owner(self, st, toolkit):
+        ret = st.container_toolkit("gpu", mode="cdi", cdi_owner="systemd")
+        assert ret["result"] is False and "gpu:toolkit:cdi_owner" in ret["comment"]
+        assert toolkit.calls == []
 
 
 class TestSelinuxReady:

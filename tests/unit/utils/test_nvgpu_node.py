@@ -60,6 +60,17 @@ def test_resolve_mode_refuses_unknown_modes(mode):
         nvgpu_node.resolve_mode(mode, "4.9.4")
 
 
+@pytest.mark.parametrize("owner, shipped, expected", [
+    ("auto", True, "refresh"), ("auto", False, "formula"), ("formula", True, "formula"), ("refresh", False, "refresh")])
+def test_resolve_cdi_owner(owner, shipped, expected):
+    assert nvgpu_node.resolve_cdi_owner(owner, shipped) == expected
+
+
+def test_resolve_cdi_owner_refuses_unknown_owners():
+    with pytest.raises(ValueError, match="auto, formula, refresh"):
+        nvgpu_node.resolve_cdi_owner("systemd", True)
+
+
 @pytest.mark.parametrize("method, defined, expected", [
     ("auto", True, "boolean"), ("auto", False, "module"),
     ("boolean", False, "boolean"), ("module", True, "module")])

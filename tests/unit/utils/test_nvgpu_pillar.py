@@ -85,6 +85,8 @@ def test_defaults_alone_verify_nvidias_https_policy_by_its_published_hash(releas
         at("driver:stream", "latest"),
         at("driver:profile", "fm"),
         at("driver:branch", "580"),
+        at("toolkit:cdi_owner", "refresh"),
+        at("toolkit:cdi_owner", "formula"),
         at("driver:branch", 580),  # YAML `branch: 580`
         at("driver:branch", "latest"),
         at("driver:package", "nvidia-driver-cuda"),
@@ -164,6 +166,7 @@ BAD = [
     *[_simple("selinux:method", value) for value in ("on", "", None, True, "Boolean", ["boolean"])],
     *[_simple("driver:branch", value) for value in ("580-open", "58", 58, "", None, True, "*nvidia*", "latest-dkms")],
     *[_simple("driver:package", value) for value in ("", "nvidia open", None)],
+    *[_simple("toolkit:cdi_owner", value) for value in ("systemd", "", None, True, "Refresh")],
     *[_simple("driver:streams", value) for value in ("yes", 1, None)],
     *[pytest.param(at("selinux", {"policy_source": source, "policy_hash": ""}), "gpu:selinux:policy_hash", "",
                    id=f"policy_hash for {source}")

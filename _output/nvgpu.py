@@ -53,7 +53,8 @@ def _is_doctor(value):
 
 
 def _is_vector_add(value):
-    return isinstance(value, Mapping) and "passed" in value and "command" in value
+    # One run has its command; a run per GPU (gpus=each) its GPUs.
+    return isinstance(value, Mapping) and "passed" in value and ("command" in value or isinstance(value.get("gpus"), list))
 
 
 def _is_report(value):
@@ -136,6 +137,24 @@ def _problem_lines(text_width, evidence, fix):
     return lines
 
 
+def _gpu_lines(style, gpus, width, words, problems):
+    """
+    One row per GPU: index, UUID (the PCI address of a GPU the driver does not see), name,
+    its word from ``words`` (``(word, good)`` per GPU), and under a bad one its
+    ``problems(gpu)``, ``(cause, fix)`` pairs.
+    """
+    header = ("GPU", "UUID", "NAME", "RESULT")
+    cells = [(str("-" if gpu.get("index") is None else gpu["index"]),
+              str(gpu.get("uuid") or (f"PCI {gpu['pci']}" if gpu.get("pci") else "-")),
+              str(gpu.get("name") or "-"), word) for gpu, (word, _) in zip(gpus, words)]
+    text_width = _text_width(width, *zip(header, *cells))
+    rows = [(header, None, ["CAUSE / FIX"])]
+    for gpu, cell, (_, good) in zip(gpus, cells, words):
+        lines = [] if good else [line for cause, fix in problems(gpu) for line in _problem_lines(text_width, cause, fix)]
+        rows.append((cell, "GREEN" if good else "LIGHT_RED", lines))
+    return _table(style, rows, paint=3)
+
+
 # ---------------------------------------------------------------------------
 # The doctor
 # ---------------------------------------------------------------------------
@@ -165,12 +184,23 @@ def _doctor(style, minion, data, width):
     else:
         word, after = "FAILED", ""
     verdict = style.paint(word, "GREEN" if data.get("ok") else "LIGHT_RED") + after
+    gpus = [g for g in data.get("gpus") or [] if isinstance(g, Mapping)]
+    table = _table(style, rows)
+    if gpus:
+        words = [("ok", True) if g.get("healthy") else ("FAIL", False) for g in gpus]
+        table += [""] + _gpu_lines(style, gpus, width - 4, words, _health_problems)
+        tally += f"; GPUs: {sum(1 for w in words if w[1])} healthy, {sum(1 for w in words if not w[1])} failing"
     name = style.paint(str(minion), "CYAN")
     summary = [f"{name}: doctor: {verdict}; {tally}"]
     if len(f"{minion}: doctor: {word}{after}; {tally}") > width:
         # Too wide for the terminal: the counts go on a line of their own.
         summary = [f"{name}: doctor: {verdict};", f"    {tally}"]
-    return [f"{name}:"] + ["    " + line for line in _table(style, rows)] + summary
+    return [f"{name}:"] + [("    " + line).rstrip() for line in table] + summary
+
+
+def _health_problems(gpu):
+    return [(f"{c.get('check')}: {c.get('cause')}" if c.get("check") else c.get("cause"), c.get("fix"))
+            for c in gpu.get("causes") or [] if isinstance(c, Mapping)] or [("unhealthy, no cause given", None)]
 
 
 # ---------------------------------------------------------------------------
@@ -189,7 +219,7 @@ def _said(run):
 
 
 def _who(run):
-    if run.get("mode") is None and (run.get("command") or [""])[0] == "cuda-driver-api":
+    if run.get("runtime") == "host" or (run.get("command") or [""])[0] == "cuda-driver-api":
         return "on the host (CUDA driver API, no container)"
     user = run.get("user")
     who = f"as {user} (rootless)" if user else "as root"
@@ -221,25 +251,17 @@ def _diagnosis_lines(diagnosis, said, width):
     return out
 
 
-def _gpu_rows(style, gpus, width):
-    """One row per GPU of a per-GPU run: index, UUID, name, result, and why it failed."""
-    header = ("GPU", "UUID", "NAME", "RESULT")
-    cells = [(str(g.get("index", "-")), str(g.get("uuid") or "-"), str(g.get("name") or "-"),
-              "passed" if g.get("passed") else "FAILED") for g in gpus]
-    text_width = _text_width(width, *zip(header, *cells))
-    rows = [(header, None, ["DIAGNOSIS"])]
-    for gpu, cell in zip(gpus, cells):
-        diagnosis = gpu.get("diagnosis") or {}
-        lines = [] if gpu.get("passed") else _problem_lines(text_width, diagnosis.get("cause"), diagnosis.get("fix"))
-        rows.append((cell, "GREEN" if gpu.get("passed") else "LIGHT_RED", lines))
-    return _table(style, rows, paint=3)
+def _run_problems(gpu):
+    diagnosis = gpu.get("diagnosis") if isinstance(gpu.get("diagnosis"), Mapping) else {}
+    return [(diagnosis.get("cause") or "the vector add failed on this GPU", diagnosis.get("fix"))]
 
 
 def _vector_add(style, minion, run, width):
     lines = [f"{style.paint(str(minion), 'CYAN')}: {_run_line(style, run)}"]
     gpus = [g for g in run.get("gpus") or [] if isinstance(g, Mapping)]
     if gpus:
-        lines += ["    " + line for line in _gpu_rows(style, gpus, width - 4)]
+        words = [("passed", True) if g.get("passed") else ("FAILED", False) for g in gpus]
+        lines += ["    " + line for line in _gpu_lines(style, gpus, width - 4, words, _run_problems)]
     if not run.get("passed") and not any(not g.get("passed") for g in gpus):
         lines += ["    " + line for line in _diagnosis_lines(run.get("diagnosis"), _said(run), width - 4)]
     return lines
@@ -250,36 +272,107 @@ def _vector_add(style, minion, run, width):
 # ---------------------------------------------------------------------------
 
 
-def _summary_line(summary):
+# A node's status (the runner's STATUSES): its word in the tables and its colour.
+NODE_STATUSES = {"ok": ("ok", "GREEN"), "failing": ("FAILING", "LIGHT_RED"),
+                 "reboot_required": ("REBOOT", "LIGHT_YELLOW"), "no_return": ("NO RETURN", "LIGHT_YELLOW")}
+
+
+def _node_status(status):
+    return NODE_STATUSES.get(status, (str(status).upper(), "LIGHT_RED"))
+
+
+def _summary_line(report):
+    summary = report["summary"]
     parts = [f"{value} {key.replace('_', ' ')}" for key, value in summary.items() if key != "nodes"]
-    total = f"{summary['nodes']} nodes" if "nodes" in summary else "nodes"
-    return f"{total}: {', '.join(parts)}" if parts else total
+    how = ", ".join(str(fact) for fact in (report.get("check"),
+                                          f"{report['duration_s']} s" if report.get("duration_s") is not None else None)
+                    if fact)
+    return f"fleet report{f' ({how})' if how else ''}: {summary.get('nodes', 0)} nodes: {', '.join(parts)}"
 
 
-def _node_state(node):
-    if node.get("passed"):
-        return "passed", "GREEN"
-    if "duration_s" not in node and node.get("cause") == "the minion did not return":
-        return "NO RETURN", "LIGHT_YELLOW"
-    return "FAILED", "LIGHT_RED"
+def _section(title, table):
+    return ["", f"{title}:"] + [("    " + line).rstrip() for line in table]
+
+
+def _groups(style, groups, width):
+    """Failing (and reboot-required) nodes grouped by layer and cause: the fix once per group."""
+    header = ("STATUS", "LAYER", "CHECK", "NODES")
+    cells = [(_node_status(g.get("status"))[0], str(g.get("layer") or "-"), str(g.get("check") or "-"),
+              str(g.get("count", len(g.get("nodes") or [])))) for g in groups]
+    text_width = _text_width(width - 4, *zip(header, *cells))
+    rows = [(header, None, ["CAUSE / FIX / NODES"])]
+    for group, cell in zip(groups, cells):
+        lines = _problem_lines(text_width, group.get("cause"), group.get("fix"))
+        lines += _wrap(", ".join(str(n) for n in group.get("nodes") or []), text_width, first="on: ", rest="    ")
+        rows.append((cell, _node_status(group.get("status"))[1], lines))
+    return _table(style, rows)
+
+
+def _gpu_groups(style, groups, width):
+    """Failing GPUs across the fleet grouped by cause, each GPU as node/index."""
+    header = ("LAYER", "GPUS")
+    cells = [(str(g.get("layer") or "-"), str(g.get("count", len(g.get("gpus") or [])))) for g in groups]
+    text_width = _text_width(width - 4, *zip(header, *cells))
+    rows = [(header, None, ["CAUSE / FIX / GPUS"])]
+    for group, cell in zip(groups, cells):
+        gpus = ", ".join(f"{gpu.get('node')} GPU {'-' if gpu.get('index') is None else gpu['index']}"
+                         + (f" ({gpu['uuid']})" if gpu.get("uuid") else "")
+                         for gpu in group.get("gpus") or [] if isinstance(gpu, Mapping))
+        lines = _problem_lines(text_width, group.get("cause"), group.get("fix"))
+        lines += _wrap(gpus, text_width, first="on: ", rest="    ")
+        rows.append((cell, "LIGHT_RED", lines))
+    return _table(style, rows)
+
+
+def _versions(style, versions):
+    """Nodes by driver version x stream x GPU model, with their statuses."""
+    header = ("DRIVER", "STREAM", "GPU MODEL", "NODES", "OK", "FAILING", "REBOOT")
+    rows = [(header, None, [])]
+    for v in versions:
+        rows.append(((str(v.get("driver_version") or "-"), str(v.get("stream") or "-"), str(v.get("gpu_model") or "-"),
+                      *(str(v.get(key, 0)) for key in ("nodes", "ok", "failing", "reboot_required"))), None, []))
+    return _table(style, rows, paint=None)
+
+
+def _nodes(style, nodes, width):
+    """
+    A line per node, so that hundreds of them stay readable: status, driver, stream, GPUs
+    and, for a node that is not ok, where and what (cut to the width: the groups above
+    carry the whole cause and the fix).
+    """
+    header = ("NODE", "STATUS", "DRIVER", "STREAM", "GPUS")
+    cells = [(str(minion), _node_status(node.get("status"))[0], str(node.get("driver_version") or "-"),
+              str(node.get("stream") or "-"), str(node.get("gpu_count") or "-")) for minion, node in nodes.items()]
+    text_width = _text_width(width - 4, *zip(header, *cells))
+    rows = [(header, None, ["LAYER/CHECK: CAUSE"])]
+    for node, cell in zip(nodes.values(), cells):
+        text = ""
+        if node.get("cause"):
+            where = "/".join(str(part) for part in (node.get("layer"), node.get("check")) if part)
+            text = f"{where}: {node['cause']}" if where else str(node["cause"])
+        elif node.get("status") == "reboot_required":
+            text = "grain nvgpu:reboot_required is True"
+        failing_gpus = [gpu for gpu in node.get("gpus_failing") or [] if isinstance(gpu, Mapping)]
+        if failing_gpus:
+            text += f" (GPUs {', '.join(str(gpu.get('index', '-')) for gpu in failing_gpus)})"
+        rows.append((cell, _node_status(node.get("status"))[1], [_cut(text, text_width)]))
+    return _table(style, rows, paint=1)
 
 
 def _report(style, report, width):
-    lines = [f"fleet: {_summary_line(report['summary'])}"]
-    nodes = {minion: node if isinstance(node, Mapping) else {"cause": str(node)}
-             for minion, node in report["nodes"].items()}
-    if not nodes:
-        return lines
-    header = ("NODE", "RESULT", "LAYER", "CHECK")
-    states = {minion: _node_state(node) for minion, node in nodes.items()}
-    cells = [(str(minion), states[minion][0], str(node.get("layer") or "-"), str(node.get("check") or "-"))
-             for minion, node in nodes.items()]
-    text_width = _text_width(width - 4, *zip(header, *cells))
-    rows = [(header, None, ["CAUSE / FIX"])]
-    for (minion, node), cell in zip(nodes.items(), cells):
-        text = [] if node.get("passed") else _problem_lines(text_width, node.get("cause"), node.get("fix"))
-        rows.append((cell, states[minion][1], text))
-    return lines + ["    " + line for line in _table(style, rows, paint=1)]
+    nodes = {minion: node for minion, node in report["nodes"].items() if isinstance(node, Mapping)}
+    lines = [_summary_line(report)]
+    if report.get("groups"):
+        lines += _section("failing", _groups(style, report["groups"], width))
+    if report.get("gpu_groups"):
+        lines += _section("failing GPUs", _gpu_groups(style, report["gpu_groups"], width))
+    if report.get("versions"):
+        lines += _section("drivers", _versions(style, report["versions"]))
+    if nodes:
+        lines += _section("nodes", _nodes(style, nodes, width))
+    if report.get("html"):
+        lines += ["", f"page: {report['html']}"]
+    return lines
 
 
 # ---------------------------------------------------------------------------

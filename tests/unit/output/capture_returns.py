@@ -54,30 +54,44 @@ def capture_node():
         node.write_file("/etc/cdi/nvidia.yaml", spec.replace("550.127.08", "550.54.14"))
         returns["doctor_stale_spec"] = node.salt_call("nvgpu.doctor")
         returns["vector_add_rootless_stale_spec"] = node.salt_call("nvgpu.run_vector_add", image, f"user={USER}")
-        return {name: save(name, res.data) for name, res in returns.items()}
+        # What the fleet report asks every node besides its check (_runners/nvgpu.py FACTS).
+        facts = {"grains.item": node.salt_call("grains.item", "nvgpu"),
+                 "dnf_module.info": node.salt_call("dnf_module.info", "nvidia-driver"),
+                 "nvgpu.driver_version": node.salt_call("nvgpu.driver_version")}
+        returns["facts"] = {fun: res.data for fun, res in facts.items()}
+        return {name: save(name, getattr(res, "data", res)) for name, res in returns.items()}
     finally:
         node.destroy()
 
 
-def capture_report(returns):
-    """The runner's report for three minions: one passes, one has the stale spec, one is silent."""
-    client = create_autospec(salt.client.LocalClient, instance=True)
-    answers = {
-        "nvgpu.run_vector_add": {
-            "gpu-a": {"ret": returns["vector_add_root"], "retcode": 0},
-            "gpu-b": {"ret": returns["vector_add_rootless_stale_spec"], "retcode": 1},
-            "gpu-c": {"out": "no_return", "ret": "Minion did not return. [No response]", "retcode": 1},
-        },
-        "nvgpu.doctor": {"gpu-b": {"ret": returns["doctor_stale_spec"], "retcode": 1}},
+def capture_report(returns, runner_path="_runners/nvgpu.py"):
+    """
+    The runner's report (check=doctor) on four minions: gpu-a healthy, gpu-b with the stale
+    spec, gpu-c silent, and gpu-d healthy but with grain nvgpu:reboot_required set (as after
+    a driver upgrade). Each answers the facts and the doctor the node answered.
+    """
+    facts = returns["facts"]
+    reboot = dict(facts, **{"grains.item": {"nvgpu": dict(facts["grains.item"]["nvgpu"], reboot_required=True)}})
+    said = {
+        "gpu-a": dict(facts, **{"nvgpu.doctor": returns["doctor_healthy"]}),
+        "gpu-b": dict(facts, **{"nvgpu.doctor": returns["doctor_stale_spec"]}),
+        "gpu-d": dict(reboot, **{"nvgpu.doctor": returns["doctor_healthy"]}),
     }
-    client.cmd.side_effect = lambda tgt, fun, **kwargs: answers[fun]
-    runner = load("_runners/nvgpu.py")
-    runner.__opts__ = {"conf_file": "/etc/salt/master"}
+    silent = {"gpu-c": {"out": "no_return", "ret": "Minion did not return. [No response]", "retcode": 1}}
+
+    def cmd(tgt, funs, **kwargs):
+        full = {minion: {"ret": {fun: answer[fun] for fun in funs}, "retcode": 0} for minion, answer in said.items()}
+        return dict(full, **silent)
+
+    client = create_autospec(salt.client.LocalClient, instance=True)
+    client.cmd.side_effect = cmd
     salt.client.get_local_client = lambda *args, **kwargs: client
     ckminions = create_autospec(salt.utils.minions.CkMinions)
-    ckminions.return_value.check_minions.return_value = {"minions": ["gpu-a", "gpu-b", "gpu-c"], "missing": []}
+    ckminions.return_value.check_minions.return_value = {"minions": sorted([*said, *silent]), "missing": []}
     salt.utils.minions.CkMinions = ckminions
-    save("report", runner.report(tgt="gpu-*", user=USER))
+    runner = load(runner_path)
+    runner.__opts__ = {"conf_file": "/etc/salt/master"}
+    save("report", runner.report(tgt="gpu-*"))
 
 
 if __name__ == "__main__":

@@ -185,39 +185,91 @@ def test_the_host_run(opts):
     assert first.startswith("local: vector add FAILED on the host (CUDA driver API, no container), ")
 
 
-def test_a_row_per_gpu(opts):
-    run = real("vector_add_root")
+def each_run(run, bad_index, bad):
+    """A gpus=each return (nvgpu.run_vector_add): a run per GPU, each the single run's shape."""
     uuids = [f"GPU-6e1c1d2a-0000-4000-8000-00000000000{i}" for i in range(3)]
+    gpus = [dict(run, index=i, uuid=uuid, name="NVIDIA H200", pci=f"00000000:1{i}:00.0",
+                 **({"passed": False, "diagnosis": bad} if i == bad_index else {})) for i, uuid in enumerate(uuids)]
+    failed = [dict(gpus[bad_index], **bad)]
+    return {"passed": False, "gpus": gpus, "failed_gpus": failed, "user": run["user"], "runtime": "podman",
+            "mode": run["mode"], "diagnosis": dict(bad, cause=f"GPU {bad_index}: {bad['cause']}"), "duration_s": 0.4}
+
+
+def test_a_row_per_gpu(opts):
     bad = {"cause": "the GPU fell off the bus (Xid 79)", "fix": "drain the node and reset the GPU", "layer": "gpu"}
-    run.update(passed=False, diagnosis=bad, gpus=[
-        {"index": i, "uuid": uuid, "name": "NVIDIA H200", "passed": i != 2, "diagnosis": bad if i == 2 else None}
-        for i, uuid in enumerate(uuids)])
+    run = each_run(real("vector_add_root"), 2, bad)
     text = show(opts, {"local": run}, width=140)
-    for i, uuid in enumerate(uuids):
-        (line,) = [line for line in text.splitlines() if uuid in line]
-        assert line.split()[:5] == [str(i), uuid, "NVIDIA", "H200", "FAILED" if i == 2 else "passed"]
+    assert text.splitlines()[0] == "local: vector add FAILED as root, mode cdi, 0.4 s"
+    for gpu in run["gpus"]:
+        (line,) = [line for line in text.splitlines() if gpu["uuid"] in line]
+        assert line.split()[:5] == [str(gpu["index"]), gpu["uuid"], "NVIDIA", "H200",
+                                    "FAILED" if gpu["index"] == 2 else "passed"]
     assert "the GPU fell off the bus (Xid 79) fix: drain the node and reset the GPU" in unwrapped(text)
     assert unwrapped(text).count("Xid 79") == 1  # under its GPU, not again under the run
+
+
+def test_the_doctors_gpus(opts):
+    doctor = real("doctor_healthy")
+    doctor["gpus"] = [
+        {"index": 0, "uuid": "GPU-6e1c1d2a-0", "name": "NVIDIA H200", "pci": "00000000:17:00.0", "healthy": True,
+         "causes": []},
+        {"index": 1, "uuid": "GPU-6e1c1d2a-1", "name": "NVIDIA H200", "pci": "00000000:18:00.0", "healthy": False,
+         "causes": [{"check": "xid", "cause": "Xid 48 (double bit ECC error) at 812.5 s", "fix": "reset the GPU"}]},
+        {"index": None, "uuid": None, "name": None, "pci": "00000000:19:00.0", "healthy": False,
+         "causes": [{"check": "gpus-on-bus", "cause": "on the PCI bus, not seen by the driver", "fix": "reboot"}]},
+    ]
+    text = show(opts, {"local": doctor})
+    assert row(text, "GPU-6e1c1d2a-0")[0].split()[3:] == ["H200", "ok"]
+    bad = row(text, "GPU-6e1c1d2a-1")
+    assert bad[0].split()[3] == "H200" and bad[0].split()[4] == "FAIL"
+    assert "xid: Xid 48 (double bit ECC error) at 812.5 s fix: reset the GPU" in unwrapped(" ".join(bad))
+    lost = row(text, "00000000:19:00.0")
+    assert lost[0].split()[:5] == ["-", "PCI", "00000000:19:00.0", "-", "FAIL"]
+    assert text.splitlines()[-1].endswith("; GPUs: 1 healthy, 2 failing")
 
 
 # ---------------------------------------------------------------------------- the fleet report
 
 
-def test_the_report(opts):
+def test_the_reports_summary_and_failing_groups(opts):
     report = real("report")
     text = show(opts, report, width=120)
-    lines = text.splitlines()
     summary = report["summary"]
-    assert lines[0] == (f"fleet: {summary['nodes']} nodes: {summary['passed']} passed, {summary['failed']} failed, "
-                        f"{summary['no_return']} no return")
-    assert lines[1].split() == ["NODE", "RESULT", "LAYER", "CHECK", "CAUSE", "/", "FIX"]
-    assert row(text, "gpu-a")[0].split() == ["gpu-a", "passed", "-", "-"]
-    failed = report["nodes"]["gpu-b"]
-    gpu_b = row(text, "gpu-b")
-    assert gpu_b[0].split()[:4] == ["gpu-b", "FAILED", failed["layer"], failed["check"]]
-    assert f"{unwrapped(failed['cause'])} fix: {unwrapped(failed['fix'])}" in unwrapped(" ".join(gpu_b))
-    assert row(text, "gpu-c")[0].split()[:4] == ["gpu-c", "NO", "RETURN", "-"]
-    assert "the minion did not return" in row(text, "gpu-c")[0]
+    assert text.splitlines()[0] == (
+        f"fleet report ({report['check']}, {report['duration_s']} s): {summary['nodes']} nodes: {summary['ok']} ok, "
+        f"{summary['failing']} failing, {summary['reboot_required']} reboot required, {summary['no_return']} no return")
+    section = text.split("\nfailing:\n", 1)[1].split("\n\n", 1)[0]
+    assert section.splitlines()[0].split() == ["STATUS", "LAYER", "CHECK", "NODES", "CAUSE", "/", "FIX", "/", "NODES"]
+    assert {group["status"] for group in report["groups"]} == {"failing", "reboot_required"}
+    for group in report["groups"]:
+        lines = row(section, group["check"])
+        word = {"failing": "FAILING", "reboot_required": "REBOOT"}[group["status"]]
+        assert lines[0].split()[:4] == [word, group["layer"], group["check"], str(group["count"])]
+        assert (f"{unwrapped(group['cause'])} fix: {unwrapped(group['fix'])} on: {', '.join(group['nodes'])}"
+                in unwrapped(" ".join(lines)))
+
+
+def test_the_reports_drivers_and_nodes(opts):
+    report = real("report")
+    text = show(opts, report, width=120)
+    drivers = text.split("\ndrivers:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert drivers[0].split()[:3] == ["DRIVER", "STREAM", "GPU"]
+    for version, line in zip(report["versions"], drivers[1:]):
+        assert line.split()[:2] == [version["driver_version"], version["stream"]]
+        assert version["gpu_model"] in line
+        assert line.split()[-4:] == [str(version[k]) for k in ("nodes", "ok", "failing", "reboot_required")]
+    nodes = text.split("\nnodes:\n", 1)[1].splitlines()
+    assert len(nodes) == 1 + len(report["nodes"])  # one line per node
+    words = {"ok": "ok", "failing": "FAILING", "reboot_required": "REBOOT", "no_return": "NO RETURN"}
+    assert {node["status"] for node in report["nodes"].values()} == set(words)
+    for minion, node in report["nodes"].items():
+        (line,) = [line for line in nodes if line.split()[0] == minion]
+        assert line.split(None, 1)[1].startswith(words[node["status"]])
+        if node["status"] in ("failing", "no_return"):
+            where = "/".join(part for part in (node["layer"], node["check"]) if part)
+            assert f"{where}: {node['cause']}"[:30] in line
+    assert len(max(nodes, key=len)) <= 120
+
 
 
 # ---------------------------------------------------------------------------- anything else

@@ -7,13 +7,15 @@ Outputter ``nvgpu``: nvgpu's answers as tables a person reads at a glance.
     salt '*' --out=nvgpu nvgpu.run_vector_add user=alice
     salt-run --out=nvgpu nvgpu.report
 
-It knows three shapes: the doctor's (``nvgpu.doctor``, ``nvgpu_doctor.run``): one row per
-check with its status, layer, evidence and fix, then the first failing layer; the vector
-add's (``nvgpu.run_vector_add``, also ``runtime=host``): one line per run, the diagnosis
-under a failure, a row per GPU where the run has them; and the fleet report's
-(``salt-run nvgpu.report``). Anything else, and any minion whose answer is not one of
-them, goes to Salt's ``nested`` outputter. ``--out=json`` and ``--out=yaml`` are
-untouched: this only formats.
+It knows three shapes. The doctor's (``nvgpu.doctor``, ``nvgpu_doctor.run``): a row per
+check (status, layer, check, evidence, fix), a row per GPU where it checked them, and a
+summary naming the first failing layer. The vector add's (``nvgpu.run_vector_add``, also
+``runtime=host``): a line per run, root or rootless, with the layer, cause, fix and the
+tool's own words under a failure, and a row per GPU with ``gpus=each``. The fleet
+report's (``salt-run nvgpu.report``): the counts, the failing groups with their fix,
+driver x stream x GPU model, and a line per node. Anything else, and any minion whose
+answer is none of them (an error, another function), goes to Salt's ``nested``
+outputter. ``--out=json`` and ``--out=yaml`` are untouched: this only formats.
 
 Colours follow Salt's ``color`` option (off when the output is not a terminal, or with
 ``--no-color``); long evidence is wrapped to the terminal's width on a failing or warning

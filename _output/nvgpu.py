@@ -30,9 +30,11 @@ import salt.utils.color
 
 __virtualname__ = "nvgpu"
 
-# The narrowest text column that still reads as a sentence: below it the table grows
-# wider than the terminal instead of breaking every word.
+# The narrowest text column that still reads as a sentence: on a terminal too narrow for
+# it next to the other columns, the text goes under its row instead.
 MIN_TEXT_WIDTH = 28
+# Every table sits under its heading (the minion, a report section) by this much.
+INDENT = "    "
 # Lines of a tool's own words kept under a failed run (the rest is in --out=json).
 SAID_LINES = 3
 GAP = "  "
@@ -103,58 +105,69 @@ def _cut(text, width):
     return text if len(text) <= width else text[: max(0, width - 3)] + "..."
 
 
-def _wrap(text, width, first="", rest=""):
+def _wrap(text, width, first=""):
+    """``text`` wrapped to ``width``, the first line led by ``first``, the others indented as far."""
     return textwrap.wrap(_one_line(text), width=max(width, len(first) + 8), initial_indent=first,
-                         subsequent_indent=rest, break_on_hyphens=False) or [first.rstrip()]
+                         subsequent_indent=" " * len(first), break_on_hyphens=False) or [first.rstrip()]
 
 
-def _table(style, rows, paint=0):
+def _problem(cause, fix, nodes=None):
+    """A row's text parts for a problem: the cause, ``fix:`` and, for a group, ``on:`` where."""
+    parts = [("wrap", "", cause or "")]
+    if fix:
+        parts.append(("wrap", "fix: ", fix))
+    if nodes:
+        parts.append(("wrap", "on: ", nodes))
+    return parts
+
+
+def _table(style, header, label, rows, width, paint=0):
     """
-    Rows of ``(cells, color, lines)``: the cells sized to their column's longest, the
-    ``paint``-th in ``color``, then ``lines``, the last column's lines (fitted to the width
-    ``_text_width`` gave). Returns the lines of the table.
+    The lines of a table ``width`` columns wide, indented by ``INDENT``: ``header`` (the
+    column names) and ``label`` (the last column's), then ``rows`` of ``(cells, color,
+    parts)``. Cells are sized to their column's longest, the ``paint``-th in ``color``; the
+    last column holds ``parts``, each ``(how, lead, text)``: ``cut`` to one line or ``wrap``
+    under its ``lead`` (``fix: ``), in what the cells leave of the width; where that is less
+    than ``MIN_TEXT_WIDTH``, under the row instead.
     """
-    fixed = [max(len(cells[i]) for cells, _, _ in rows) for i in range(len(rows[0][0]))]
-    indent = " " * (sum(fixed) + len(GAP) * len(fixed))
-    out = []
-    for cells, color, lines in rows:
-        head = "".join((style.paint(cell, color, w) if i == paint else cell.ljust(w)) + GAP
-                       for i, (cell, w) in enumerate(zip(cells, fixed)))
-        lines = lines or [""]
-        out.append((head + lines[0]).rstrip())
-        out.extend((indent + line).rstrip() for line in lines[1:])
+    fixed = [max(len(cells[i]) for cells in [header] + [row[0] for row in rows]) for i in range(len(header))]
+    used = len(INDENT) + sum(fixed) + len(GAP) * len(fixed)
+    stacked = width - used < MIN_TEXT_WIDTH
+    text_width = width - len(INDENT) * 2 if stacked else width - used
+    text_indent = INDENT * 2 if stacked else " " * used
+
+    def cells_line(cells, color, paint):
+        return INDENT + "".join((style.paint(cell, color, w) if i == paint else cell.ljust(w)) + GAP
+                                for i, (cell, w) in enumerate(zip(cells, fixed)))
+
+    out = [(cells_line(header, None, None) + ("" if stacked else label)).rstrip()]
+    for cells, color, parts in rows:
+        lines = []
+        for how, lead, text in parts:
+            lines += [_cut(text, text_width)] if how == "cut" else _wrap(text, text_width, lead)
+        head = cells_line(cells, color, paint)
+        if stacked or not lines:
+            out.append(head.rstrip())
+        else:
+            out.append((head + lines.pop(0)).rstrip())
+        out.extend((text_indent + line).rstrip() for line in lines)
     return out
 
 
-def _text_width(width, *columns):
-    """The width left for the last column after the fixed ones (each a list of strings)."""
-    used = sum(max(len(c) for c in column) + len(GAP) for column in columns)
-    return max(MIN_TEXT_WIDTH, width - used)
-
-
-def _problem_lines(text_width, evidence, fix):
-    lines = _wrap(evidence or "", text_width)
-    if fix:
-        lines += _wrap(fix, text_width, first="fix: ", rest="     ")
-    return lines
-
-
-def _gpu_lines(style, gpus, width, words, problems):
+def _gpu_table(style, gpus, width, words, problems):
     """
-    One row per GPU: index, UUID (the PCI address of a GPU the driver does not see), name,
+    A row per GPU: index, UUID (the PCI address of a GPU the driver does not see), name,
     its word from ``words`` (``(word, good)`` per GPU), and under a bad one its
     ``problems(gpu)``, ``(cause, fix)`` pairs.
     """
-    header = ("GPU", "UUID", "NAME", "RESULT")
-    cells = [(str("-" if gpu.get("index") is None else gpu["index"]),
-              str(gpu.get("uuid") or (f"PCI {gpu['pci']}" if gpu.get("pci") else "-")),
-              str(gpu.get("name") or "-"), word) for gpu, (word, _) in zip(gpus, words)]
-    text_width = _text_width(width, *zip(header, *cells))
-    rows = [(header, None, ["CAUSE / FIX"])]
-    for gpu, cell, (_, good) in zip(gpus, cells, words):
-        lines = [] if good else [line for cause, fix in problems(gpu) for line in _problem_lines(text_width, cause, fix)]
-        rows.append((cell, "GREEN" if good else "LIGHT_RED", lines))
-    return _table(style, rows, paint=3)
+    rows = []
+    for gpu, (word, good) in zip(gpus, words):
+        cells = (str("-" if gpu.get("index") is None else gpu["index"]),
+                 str(gpu.get("uuid") or (f"PCI {gpu['pci']}" if gpu.get("pci") else "-")),
+                 str(gpu.get("name") or "-"), word)
+        parts = [] if good else [part for cause, fix in problems(gpu) for part in _problem(cause, fix)]
+        rows.append((cells, "GREEN" if good else "LIGHT_RED", parts))
+    return _table(style, ("GPU", "UUID", "NAME", "RESULT"), "CAUSE / FIX", rows, width, paint=3)
 
 
 # ---------------------------------------------------------------------------
@@ -164,19 +177,24 @@ def _gpu_lines(style, gpus, width, words, problems):
 
 def _doctor(style, minion, data, width):
     checks = data["checks"]
-    header = ("STATUS", "LAYER", "CHECK")
-    cells = [(_status_word(c.get("status")), str(c.get("layer") or "-"), str(c.get("name") or "-")) for c in checks]
-    text_width = _text_width(width - 4, *zip(header, *cells))
-    rows = [(header, None, ["EVIDENCE / FIX"])]
-    for check, cell in zip(checks, cells):
+    rows = []
+    for check in checks:
+        cells = (_status_word(check.get("status")), str(check.get("layer") or "-"), str(check.get("name") or "-"))
         if check.get("status") in ("fail", "warn"):
-            lines = _problem_lines(text_width, check.get("evidence"), check.get("fix"))
+            parts = _problem(check.get("evidence"), check.get("fix"))
         else:
-            lines = [_cut(check.get("evidence") or "", text_width)]
-        rows.append((cell, STATUS_COLORS.get(check.get("status")), lines))
+            parts = [("cut", "", check.get("evidence") or "")]
+        rows.append((cells, STATUS_COLORS.get(check.get("status")), parts))
+    table = _table(style, ("STATUS", "LAYER", "CHECK"), "EVIDENCE / FIX", rows, width)
 
     counts = {status: sum(1 for c in checks if c.get("status") == status) for status in STATUS_COLORS}
     tally = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "no checks"
+    gpus = [g for g in data.get("gpus") or [] if isinstance(g, Mapping)]
+    if gpus:
+        words = [("ok", True) if g.get("healthy") else ("FAIL", False) for g in gpus]
+        table += [""] + _gpu_table(style, gpus, width, words, _health_problems)
+        bad = sum(1 for _, good in words if not good)
+        tally += f"; GPUs: {len(words) - bad} ok" + (f", {bad} fail" if bad else "")
     first = next((c for c in checks if c.get("status") == "fail"), None)
     if data.get("ok"):
         word, after = "healthy", ""
@@ -186,18 +204,12 @@ def _doctor(style, minion, data, width):
     else:
         word, after = "FAILED", ""
     verdict = style.paint(word, "GREEN" if data.get("ok") else "LIGHT_RED") + after
-    gpus = [g for g in data.get("gpus") or [] if isinstance(g, Mapping)]
-    table = _table(style, rows)
-    if gpus:
-        words = [("ok", True) if g.get("healthy") else ("FAIL", False) for g in gpus]
-        table += [""] + _gpu_lines(style, gpus, width - 4, words, _health_problems)
-        tally += f"; GPUs: {sum(1 for w in words if w[1])} healthy, {sum(1 for w in words if not w[1])} failing"
     name = style.paint(str(minion), "CYAN")
     summary = [f"{name}: doctor: {verdict}; {tally}"]
     if len(f"{minion}: doctor: {word}{after}; {tally}") > width:
         # Too wide for the terminal: the counts go on a line of their own.
         summary = [f"{name}: doctor: {verdict};", f"    {tally}"]
-    return [f"{name}:"] + [("    " + line).rstrip() for line in table] + summary
+    return [f"{name}:"] + table + summary
 
 
 def _health_problems(gpu):
@@ -247,10 +259,7 @@ def _diagnosis_lines(diagnosis, said, width):
     if isinstance(diagnosis, Mapping):
         labeled += [(key, diagnosis[key]) for key in ("layer", "cause", "fix") if diagnosis.get(key)]
     labeled += [("said", line) for line in said]
-    out = []
-    for label, text in labeled:
-        out += _wrap(text, width, first=f"{label:<5} ", rest=" " * 6)
-    return out
+    return [INDENT + line for label, text in labeled for line in _wrap(text, width - len(INDENT), f"{label:<5} ")]
 
 
 def _run_problems(gpu):
@@ -263,9 +272,9 @@ def _vector_add(style, minion, run, width):
     gpus = [g for g in run.get("gpus") or [] if isinstance(g, Mapping)]
     if gpus:
         words = [("passed", True) if g.get("passed") else ("FAILED", False) for g in gpus]
-        lines += ["    " + line for line in _gpu_lines(style, gpus, width - 4, words, _run_problems)]
+        lines += _gpu_table(style, gpus, width, words, _run_problems)
     if not run.get("passed") and not any(not g.get("passed") for g in gpus):
-        lines += ["    " + line for line in _diagnosis_lines(run.get("diagnosis"), _said(run), width - 4)]
+        lines += _diagnosis_lines(run.get("diagnosis"), _said(run), width)
     return lines
 
 
@@ -292,48 +301,37 @@ def _summary_line(report):
     return f"fleet report{f' ({how})' if how else ''}: {summary.get('nodes', 0)} nodes: {', '.join(parts)}"
 
 
-def _section(title, table):
-    return ["", f"{title}:"] + [("    " + line).rstrip() for line in table]
-
-
 def _groups(style, groups, width):
     """Failing (and reboot-required) nodes grouped by layer and cause: the fix once per group."""
-    header = ("STATUS", "LAYER", "CHECK", "NODES")
-    cells = [(_node_status(g.get("status"))[0], str(g.get("layer") or "-"), str(g.get("check") or "-"),
-              str(g.get("count", len(g.get("nodes") or [])))) for g in groups]
-    text_width = _text_width(width - 4, *zip(header, *cells))
-    rows = [(header, None, ["CAUSE / FIX / NODES"])]
-    for group, cell in zip(groups, cells):
-        lines = _problem_lines(text_width, group.get("cause"), group.get("fix"))
-        lines += _wrap(", ".join(str(n) for n in group.get("nodes") or []), text_width, first="on: ", rest="    ")
-        rows.append((cell, _node_status(group.get("status"))[1], lines))
-    return _table(style, rows)
+    rows = []
+    for group in groups:
+        word, color = _node_status(group.get("status"))
+        cells = (word, str(group.get("layer") or "-"), str(group.get("check") or "-"),
+                 str(group.get("count", len(group.get("nodes") or []))))
+        nodes = ", ".join(str(n) for n in group.get("nodes") or [])
+        rows.append((cells, color, _problem(group.get("cause"), group.get("fix"), nodes)))
+    return _table(style, ("STATUS", "LAYER", "CHECK", "NODES"), "CAUSE / FIX / NODES", rows, width)
 
 
 def _gpu_groups(style, groups, width):
-    """Failing GPUs across the fleet grouped by cause, each GPU as node/index."""
-    header = ("LAYER", "GPUS")
-    cells = [(str(g.get("layer") or "-"), str(g.get("count", len(g.get("gpus") or [])))) for g in groups]
-    text_width = _text_width(width - 4, *zip(header, *cells))
-    rows = [(header, None, ["CAUSE / FIX / GPUS"])]
-    for group, cell in zip(groups, cells):
+    """Failing GPUs across the fleet grouped by cause, each GPU as its node and index (UUID)."""
+    rows = []
+    for group in groups:
         gpus = ", ".join(f"{gpu.get('node')} GPU {'-' if gpu.get('index') is None else gpu['index']}"
                          + (f" ({gpu['uuid']})" if gpu.get("uuid") else "")
                          for gpu in group.get("gpus") or [] if isinstance(gpu, Mapping))
-        lines = _problem_lines(text_width, group.get("cause"), group.get("fix"))
-        lines += _wrap(gpus, text_width, first="on: ", rest="    ")
-        rows.append((cell, "LIGHT_RED", lines))
-    return _table(style, rows)
+        cells = (str(group.get("layer") or "-"), str(group.get("count", len(group.get("gpus") or []))))
+        rows.append((cells, None, _problem(group.get("cause"), group.get("fix"), gpus)))
+    return _table(style, ("LAYER", "GPUS"), "CAUSE / FIX / GPUS", rows, width, paint=None)
 
 
-def _versions(style, versions):
+def _versions(style, versions, width):
     """Nodes by driver version x stream x GPU model, with their statuses."""
-    header = ("DRIVER", "STREAM", "GPU MODEL", "NODES", "OK", "FAILING", "REBOOT")
-    rows = [(header, None, [])]
-    for v in versions:
-        rows.append(((str(v.get("driver_version") or "-"), str(v.get("stream") or "-"), str(v.get("gpu_model") or "-"),
-                      *(str(v.get(key, 0)) for key in ("nodes", "ok", "failing", "reboot_required"))), None, []))
-    return _table(style, rows, paint=None)
+    rows = [((str(v.get("driver_version") or "-"), str(v.get("stream") or "-"), str(v.get("gpu_model") or "-"),
+              *(str(v.get(key, 0)) for key in ("nodes", "ok", "failing", "reboot_required"))), None, [])
+            for v in versions]
+    return _table(style, ("DRIVER", "STREAM", "GPU MODEL", "NODES", "OK", "FAILING", "REBOOT"), "", rows, width,
+                  paint=None)
 
 
 def _nodes(style, nodes, width):
@@ -342,12 +340,11 @@ def _nodes(style, nodes, width):
     and, for a node that is not ok, where and what (cut to the width: the groups above
     carry the whole cause and the fix).
     """
-    header = ("NODE", "STATUS", "DRIVER", "STREAM", "GPUS")
-    cells = [(str(minion), _node_status(node.get("status"))[0], str(node.get("driver_version") or "-"),
-              str(node.get("stream") or "-"), str(node.get("gpu_count") or "-")) for minion, node in nodes.items()]
-    text_width = _text_width(width - 4, *zip(header, *cells))
-    rows = [(header, None, ["LAYER/CHECK: CAUSE"])]
-    for node, cell in zip(nodes.values(), cells):
+    rows = []
+    for minion, node in nodes.items():
+        word, color = _node_status(node.get("status"))
+        cells = (str(minion), word, str(node.get("driver_version") or "-"), str(node.get("stream") or "-"),
+                 str(node.get("gpu_count") or "-"))
         text = ""
         if node.get("cause"):
             where = "/".join(str(part) for part in (node.get("layer"), node.get("check")) if part)
@@ -357,21 +354,17 @@ def _nodes(style, nodes, width):
         failing_gpus = [gpu for gpu in node.get("gpus_failing") or [] if isinstance(gpu, Mapping)]
         if failing_gpus:
             text += f" (GPUs {', '.join(str(gpu.get('index', '-')) for gpu in failing_gpus)})"
-        rows.append((cell, _node_status(node.get("status"))[1], [_cut(text, text_width)]))
-    return _table(style, rows, paint=1)
+        rows.append((cells, color, [("cut", "", text)] if text else []))
+    return _table(style, ("NODE", "STATUS", "DRIVER", "STREAM", "GPUS"), "LAYER/CHECK: CAUSE", rows, width, paint=1)
 
 
 def _report(style, report, width):
     nodes = {minion: node for minion, node in report["nodes"].items() if isinstance(node, Mapping)}
     lines = [_summary_line(report)]
-    if report.get("groups"):
-        lines += _section("failing", _groups(style, report["groups"], width))
-    if report.get("gpu_groups"):
-        lines += _section("failing GPUs", _gpu_groups(style, report["gpu_groups"], width))
-    if report.get("versions"):
-        lines += _section("drivers", _versions(style, report["versions"]))
-    if nodes:
-        lines += _section("nodes", _nodes(style, nodes, width))
+    for title, key, table in (("failing", "groups", _groups), ("failing GPUs", "gpu_groups", _gpu_groups),
+                              ("drivers", "versions", _versions), ("nodes", "nodes", _nodes)):
+        if report.get(key):
+            lines += ["", f"{title}:"] + table(style, report[key] if key != "nodes" else nodes, width)
     if report.get("html"):
         lines += ["", f"page: {report['html']}"]
     return lines

@@ -171,8 +171,9 @@ def test_out_nvgpu_prints_the_checks_as_a_table(converged):
     assert lines[0] == "local:" and "\x1b" not in table.stdout  # no colours into a pipe
     assert max(len(line) for line in lines) <= 100
     end = next(i for i, line in enumerate(lines) if line.startswith("local: doctor: "))
-    rows = [line.split()[:3] for line in lines[2:end] if line[4] != " "]
-    assert rows == [[c["status"].upper() if c["status"] == "fail" else c["status"], c["layer"], c["name"]]
+    checks = "\n".join(lines[2:end]).split("\n\n", 1)[0].splitlines()  # the GPUs' table follows a blank line
+    rows = [line.split()[:3] for line in checks if line[4] != " "]
+    assert rows == [[c["status"].upper() if c["status"] in ("fail", "warn") else c["status"], c["layer"], c["name"]]
                     for c in data["checks"]]
     (failing,) = [c for c in data["checks"] if c["status"] == "fail"]
     assert failing["name"] == "cdi-spec-driver"
@@ -181,6 +182,9 @@ def test_out_nvgpu_prints_the_checks_as_a_table(converged):
     # The summary, its counts on a line of their own where the terminal is too narrow for both.
     summary = " ".join(line.strip() for line in lines[end:])
     assert summary.startswith("local: doctor: FAILED at layer toolkit (first failing check: cdi-spec-driver); ")
+    assert data["gpus"]
+    for gpu in data["gpus"]:
+        assert [str(gpu["index"]), gpu["uuid"], "ok"] in [[*line.split()[:2], line.split()[-1]] for line in lines if line]
     assert_healthy(*doctor(converged))
 
 

@@ -80,12 +80,22 @@ def test_the_failing_check_row(opts, stale):
     assert f"{failing['name']} {unwrapped(failing['evidence'])} fix: {unwrapped(failing['fix'])}" in words
 
 
+def checks_table(text):
+    """The doctor's lines from its table's head to the last check (the GPUs' table follows a blank line)."""
+    return text.split("\n\n", 1)[0].splitlines()[1:] if "\n\n" in text else text.splitlines()[1:-1]
+
+
+def gpu_tally(doctor):
+    bad = sum(1 for gpu in doctor["gpus"] if not gpu["healthy"])
+    return f"GPUs: {len(doctor['gpus']) - bad} ok" + (f", {bad} fail" if bad else "")
+
+
 def test_every_check_has_a_row_in_order_with_its_status(opts, stale):
     text = show(opts, {"local": stale})
-    lines = text.splitlines()
-    assert lines[0] == "local:"
-    assert lines[1].split() == ["STATUS", "LAYER", "CHECK", "EVIDENCE", "/", "FIX"]
-    starts = [line.split()[:3] for line in lines[2:-1] if not line.startswith(" " * 12)]
+    assert text.splitlines()[0] == "local:"
+    table = checks_table(text)
+    assert table[0].split() == ["STATUS", "LAYER", "CHECK", "EVIDENCE", "/", "FIX"]
+    starts = [line.split()[:3] for line in table[1:] if not line.startswith(" " * 12)]
     expected = [[c["status"].upper() if c["status"] in ("fail", "warn") else c["status"], c["layer"], c["name"]]
                 for c in stale["checks"]]
     assert starts == expected
@@ -98,7 +108,7 @@ def test_the_summary_names_the_first_failing_layer_and_check_and_counts(opts, st
     assert summary.startswith(f"local: doctor: FAILED at layer {stale['first_failing_layer']} "
                               f"(first failing check: {first['name']}); ")
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    assert summary.endswith(tally) and counts["fail"] == 1
+    assert summary.endswith(f"; {tally}; {gpu_tally(stale)}") and counts["fail"] == 1
 
 
 def test_a_summary_too_wide_for_the_terminal_puts_its_counts_on_a_line_of_their_own(opts, stale):
@@ -113,7 +123,10 @@ def test_a_healthy_node(opts):
     text = show(opts, {"gpu-7": healthy})
     assert text.splitlines()[-1].startswith("gpu-7: doctor: healthy; ")
     assert "FAIL" not in text and "fix:" not in text
-    assert len(text.splitlines()) == len(healthy["checks"]) + 3  # header, table head, rows, summary
+    assert len(checks_table(text)) == 1 + len(healthy["checks"])  # the table's head, a line per check
+    gpus = text.split("\n\n", 1)[1].splitlines()[1:-1]
+    assert [line.split()[:2] for line in gpus] == [[str(g["index"]), g["uuid"]] for g in healthy["gpus"]]
+    assert all(line.endswith("  ok") for line in gpus)
 
 
 @pytest.mark.parametrize("width", [80, 100, 160])
@@ -125,6 +138,21 @@ def test_fits_the_terminal_width(opts, stale, width):
     # A passing check keeps to one line: its evidence cut short where it is too long.
     assert len(line) == 1
     assert line[0].endswith("...") == (line[0].index(ok["evidence"][:10]) + len(ok["evidence"]) > width)
+
+
+def test_on_a_narrow_terminal_the_text_goes_under_its_row(opts, stale):
+    text = show(opts, {"local": stale}, width=60)
+    lines = text.splitlines()
+    assert max(len(line) for line in checks_table(text)) <= 60
+    failing = next(c for c in stale["checks"] if c["status"] == "fail")
+    (at,) = [i for i, line in enumerate(lines) if line.split()[:3] == ["FAIL", failing["layer"], failing["name"]]]
+    assert lines[at].rstrip().endswith(failing["name"])  # nothing beside it
+    under = []
+    for line in lines[at + 1:]:
+        if not line.startswith(" " * 8):
+            break
+        under.append(line)
+    assert f"{unwrapped(failing['evidence'])} fix: {unwrapped(failing['fix'])}" == unwrapped(" ".join(under))
 
 
 def test_a_warning_is_shown_with_its_fix(opts, stale):
@@ -225,7 +253,7 @@ def test_the_doctors_gpus(opts):
     assert "xid: Xid 48 (double bit ECC error) at 812.5 s fix: reset the GPU" in unwrapped(" ".join(bad))
     lost = row(text, "00000000:19:00.0")
     assert lost[0].split()[:5] == ["-", "PCI", "00000000:19:00.0", "-", "FAIL"]
-    assert text.splitlines()[-1].endswith("; GPUs: 1 healthy, 2 failing")
+    assert text.splitlines()[-1].endswith(f"; {gpu_tally(doctor)}") and gpu_tally(doctor) == "GPUs: 1 ok, 2 fail"
 
 
 # ---------------------------------------------------------------------------- the fleet report

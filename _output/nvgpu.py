@@ -35,8 +35,11 @@ __virtualname__ = "nvgpu"
 MIN_TEXT_WIDTH = 28
 # Every table sits under its heading (the minion, a report section) by this much.
 INDENT = "    "
-# Lines of a tool's own words kept under a failed run (the rest is in --out=json).
+# Lines of a tool's own words kept under a failed run, and lines of a problem's evidence
+# or of a group's node list: enough to read what is wrong, not a page per GPU (the rest
+# is in --out=json; the fix is always whole).
 SAID_LINES = 3
+CLIP_LINES = 6
 GAP = "  "
 # Skip is plain: a check that does not apply is neither good nor bad news.
 STATUS_COLORS = {"ok": "GREEN", "fail": "LIGHT_RED", "warn": "LIGHT_YELLOW", "skip": None}
@@ -111,13 +114,24 @@ def _wrap(text, width, first=""):
                          subsequent_indent=" " * len(first), break_on_hyphens=False) or [first.rstrip()]
 
 
-def _problem(cause, fix, nodes=None):
-    """A row's text parts for a problem: the cause, ``fix:`` and, for a group, ``on:`` where."""
-    parts = [("wrap", "", cause or "")]
-    if fix:
-        parts.append(("wrap", "fix: ", fix))
+def _clip(lines):
+    """At most ``CLIP_LINES`` lines, the last one saying that there was more."""
+    if len(lines) <= CLIP_LINES:
+        return lines
+    return lines[: CLIP_LINES - 1] + [lines[CLIP_LINES - 1].rstrip(" .;,") + " ..."]
+
+
+def _problem(causes, fixes, nodes=None):
+    """
+    A row's text parts for a problem: its cause or causes (each clipped), each distinct
+    fix after ``fix:`` and, for a group, after ``on:`` where.
+    """
+    causes = [causes] if isinstance(causes, str) or causes is None else causes
+    fixes = [fixes] if isinstance(fixes, str) or fixes is None else fixes
+    parts = [("clip", "", cause or "") for cause in causes]
+    parts += [("wrap", "fix: ", fix) for fix in dict.fromkeys(fixes) if fix]
     if nodes:
-        parts.append(("wrap", "on: ", nodes))
+        parts.append(("clip", "on: ", nodes))
     return parts
 
 
@@ -126,9 +140,10 @@ def _table(style, header, label, rows, width, paint=0):
     The lines of a table ``width`` columns wide, indented by ``INDENT``: ``header`` (the
     column names) and ``label`` (the last column's), then ``rows`` of ``(cells, color,
     parts)``. Cells are sized to their column's longest, the ``paint``-th in ``color``; the
-    last column holds ``parts``, each ``(how, lead, text)``: ``cut`` to one line or ``wrap``
-    under its ``lead`` (``fix: ``), in what the cells leave of the width; where that is less
-    than ``MIN_TEXT_WIDTH``, under the row instead.
+    last column holds ``parts``, each ``(how, lead, text)``: ``cut`` to one line, or
+    ``wrap`` (``clip``: to at most ``CLIP_LINES``) under its ``lead`` (``fix: ``), in what
+    the cells leave of the width; where that is less than ``MIN_TEXT_WIDTH``, under the
+    row instead.
     """
     fixed = [max(len(cells[i]) for cells in [header] + [row[0] for row in rows]) for i in range(len(header))]
     used = len(INDENT) + sum(fixed) + len(GAP) * len(fixed)
@@ -144,7 +159,11 @@ def _table(style, header, label, rows, width, paint=0):
     for cells, color, parts in rows:
         lines = []
         for how, lead, text in parts:
-            lines += [_cut(text, text_width)] if how == "cut" else _wrap(text, text_width, lead)
+            if how == "cut":
+                lines.append(_cut(text, text_width))
+            else:
+                wrapped = _wrap(text, text_width, lead)
+                lines += _clip(wrapped) if how == "clip" else wrapped
         head = cells_line(cells, color, paint)
         if stacked or not lines:
             out.append(head.rstrip())
@@ -158,14 +177,15 @@ def _gpu_table(style, gpus, width, words, problems):
     """
     A row per GPU: index, UUID (the PCI address of a GPU the driver does not see), name,
     its word from ``words`` (``(word, good)`` per GPU), and under a bad one its
-    ``problems(gpu)``, ``(cause, fix)`` pairs.
+    ``problems(gpu)``, ``(cause, fix)`` pairs: each cause, then each distinct fix once.
     """
     rows = []
     for gpu, (word, good) in zip(gpus, words):
         cells = (str("-" if gpu.get("index") is None else gpu["index"]),
                  str(gpu.get("uuid") or (f"PCI {gpu['pci']}" if gpu.get("pci") else "-")),
                  str(gpu.get("name") or "-"), word)
-        parts = [] if good else [part for cause, fix in problems(gpu) for part in _problem(cause, fix)]
+        found = [] if good else problems(gpu)
+        parts = _problem([cause for cause, _ in found], [fix for _, fix in found]) if found else []
         rows.append((cells, "GREEN" if good else "LIGHT_RED", parts))
     return _table(style, ("GPU", "UUID", "NAME", "RESULT"), "CAUSE / FIX", rows, width, paint=3)
 

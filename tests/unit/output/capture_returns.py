@@ -19,7 +19,7 @@ import salt.client
 import salt.utils.minions
 
 from tests.functional.test_formula import converge
-from tests.node import REPO, Node, site_pillar
+from tests.node import REPO, Node, gpus_of, site_pillar
 from tests.node.assets import build_assets
 from tests.unit.loader import load
 
@@ -64,6 +64,29 @@ def capture_node():
         node.destroy()
 
 
+def capture_gpus_node():
+    """
+    An 8-GPU node (tests/functional/test_gpus.py's machine): GPU 3 with an uncorrectable ECC
+    error, nvgpu.doctor and run_vector_add gpus=each; then GPU 5 fallen off the bus, the doctor.
+    """
+    assets = build_assets()
+    node = Node.create(assets)
+    try:
+        node.set_gpus(gpus_of(8, **{"3": "ecc"}))
+        node.provision()
+        node.run(["nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"], check=True)
+        returns = {
+            "doctor_gpu_ecc": node.salt_call("nvgpu.doctor"),
+            "vector_add_each_gpu_ecc": node.salt_call("nvgpu.run_vector_add", f"image={assets.image_pinned}",
+                                                      "mode=cdi", "gpus=each", timeout=600),
+        }
+        node.set_gpus(gpus_of(8, **{"5": "off_bus"}))
+        returns["doctor_gpu_off_bus"] = node.salt_call("nvgpu.doctor")
+        return {name: save(name, res.data) for name, res in returns.items()}
+    finally:
+        node.destroy()
+
+
 def capture_report(returns, runner_path="_runners/nvgpu.py"):
     """
     The runner's report (check=doctor) on four minions: gpu-a healthy, gpu-b with the stale
@@ -95,4 +118,4 @@ def capture_report(returns, runner_path="_runners/nvgpu.py"):
 
 
 if __name__ == "__main__":
-    capture_report(capture_node())
+    capture_report({**capture_node(), **capture_gpus_node()})

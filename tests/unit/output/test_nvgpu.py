@@ -213,47 +213,66 @@ def test_the_host_run(opts):
     assert first.startswith("local: vector add FAILED on the host (CUDA driver API, no container), ")
 
 
-def each_run(run, bad_index, bad):
-    """A gpus=each return (nvgpu.run_vector_add): a run per GPU, each the single run's shape."""
-    uuids = [f"GPU-6e1c1d2a-0000-4000-8000-00000000000{i}" for i in range(3)]
-    gpus = [dict(run, index=i, uuid=uuid, name="NVIDIA H200", pci=f"00000000:1{i}:00.0",
-                 **({"passed": False, "diagnosis": bad} if i == bad_index else {})) for i, uuid in enumerate(uuids)]
-    failed = [dict(gpus[bad_index], **bad)]
-    return {"passed": False, "gpus": gpus, "failed_gpus": failed, "user": run["user"], "runtime": "podman",
-            "mode": run["mode"], "diagnosis": dict(bad, cause=f"GPU {bad_index}: {bad['cause']}"), "duration_s": 0.4}
+def gpu_word(line, gpu):
+    """A GPU row's result: after its index, UUID and name."""
+    return line.split()[2 + len(gpu["name"].split())]
 
 
 def test_a_row_per_gpu(opts):
-    bad = {"cause": "the GPU fell off the bus (Xid 79)", "fix": "drain the node and reset the GPU", "layer": "gpu"}
-    run = each_run(real("vector_add_root"), 2, bad)
+    run = real("vector_add_each_gpu_ecc")  # 8 GPUs, GPU 3 with an uncorrectable ECC error
     text = show(opts, {"local": run}, width=140)
-    assert text.splitlines()[0] == "local: vector add FAILED as root, mode cdi, 0.4 s"
+    lines = text.splitlines()
+    assert lines[0] == f"local: vector add FAILED as root, mode cdi, {run['duration_s']} s"
     for gpu in run["gpus"]:
-        (line,) = [line for line in text.splitlines() if gpu["uuid"] in line]
-        assert line.split()[:5] == [str(gpu["index"]), gpu["uuid"], "NVIDIA", "H200",
-                                    "FAILED" if gpu["index"] == 2 else "passed"]
-    assert "the GPU fell off the bus (Xid 79) fix: drain the node and reset the GPU" in unwrapped(text)
-    assert unwrapped(text).count("Xid 79") == 1  # under its GPU, not again under the run
+        (line,) = [line for line in lines if gpu["uuid"] in line]
+        assert line.split()[:2] == [str(gpu["index"]), gpu["uuid"]] and gpu["name"] in line
+        assert gpu_word(line, gpu) == ("passed" if gpu["passed"] else "FAILED")
+    (failed,) = run["failed_gpus"]
+    assert [gpu["index"] for gpu in run["gpus"] if not gpu["passed"]] == [failed["index"]] == [3]
+    assert f"{unwrapped(failed['cause'])} fix: {unwrapped(failed['fix'])}" in unwrapped(text)
+    # Under its GPU, not again under the run (the run's diagnosis repeats it).
+    assert unwrapped(text).count(unwrapped(failed["cause"])) == 1
 
 
 def test_the_doctors_gpus(opts):
-    doctor = real("doctor_healthy")
-    doctor["gpus"] = [
-        {"index": 0, "uuid": "GPU-6e1c1d2a-0", "name": "NVIDIA H200", "pci": "00000000:17:00.0", "healthy": True,
-         "causes": []},
-        {"index": 1, "uuid": "GPU-6e1c1d2a-1", "name": "NVIDIA H200", "pci": "00000000:18:00.0", "healthy": False,
-         "causes": [{"check": "xid", "cause": "Xid 48 (double bit ECC error) at 812.5 s", "fix": "reset the GPU"}]},
-        {"index": None, "uuid": None, "name": None, "pci": "00000000:19:00.0", "healthy": False,
-         "causes": [{"check": "gpus-on-bus", "cause": "on the PCI bus, not seen by the driver", "fix": "reboot"}]},
-    ]
-    text = show(opts, {"local": doctor})
-    assert row(text, "GPU-6e1c1d2a-0")[0].split()[3:] == ["H200", "ok"]
-    bad = row(text, "GPU-6e1c1d2a-1")
-    assert bad[0].split()[3] == "H200" and bad[0].split()[4] == "FAIL"
-    assert "xid: Xid 48 (double bit ECC error) at 812.5 s fix: reset the GPU" in unwrapped(" ".join(bad))
-    lost = row(text, "00000000:19:00.0")
-    assert lost[0].split()[:5] == ["-", "PCI", "00000000:19:00.0", "-", "FAIL"]
-    assert text.splitlines()[-1].endswith(f"; {gpu_tally(doctor)}") and gpu_tally(doctor) == "GPUs: 1 ok, 2 fail"
+    doctor = real("doctor_gpu_ecc")  # the same machine
+    # 100 columns: too narrow for the causes beside the UUIDs and names, so they go under the row.
+    text = show(opts, {"local": doctor}, width=100)
+    gpus = text.split("\n\n", 1)[1].splitlines()
+    (bad,) = [gpu for gpu in doctor["gpus"] if not gpu["healthy"]]
+    for gpu in doctor["gpus"]:
+        (line,) = [line for line in gpus if gpu["uuid"] in line]
+        assert line.split()[-1] == gpu_word(line, gpu) == ("ok" if gpu["healthy"] else "FAIL")
+    at = next(i for i, line in enumerate(gpus) if bad["uuid"] in line)
+    under = unwrapped(" ".join(line for line in gpus[at + 1:-1] if line.startswith(" " * 8)))
+    causes = [f"{c['check']}: {c['cause']}" for c in bad["causes"]]
+    fixes = list(dict.fromkeys(c["fix"] for c in bad["causes"]))
+    assert len(bad["causes"]) > len(fixes) == 1  # one fix for the three causes: said once
+    assert under == " ".join(unwrapped(c) for c in causes) + f" fix: {unwrapped(fixes[0])}"
+    assert text.splitlines()[-1].endswith(f"; {gpu_tally(doctor)}") and gpu_tally(doctor) == "GPUs: 7 ok, 1 fail"
+
+
+def test_a_gpu_off_the_bus_is_named_by_its_pci_address(opts):
+    doctor = real("doctor_gpu_off_bus")
+    (lost,) = [gpu for gpu in doctor["gpus"] if gpu["index"] is None]
+    text = show(opts, {"local": doctor}, width=140)
+    (line,) = [line for line in text.splitlines() if f"PCI {lost['pci']}" in line]
+    assert line.split()[:5] == ["-", "PCI", lost["pci"], "-", "FAIL"]
+    assert f"gpus-on-bus: {lost['causes'][0]['cause']}"[:30] in line
+
+
+def test_long_evidence_is_clipped_and_the_fix_kept_whole(opts):
+    doctor = real("doctor_gpu_ecc")
+    memory = next(c for c in doctor["checks"] if c["name"] == "gpu-memory")
+    text = show(opts, {"local": doctor}, width=100)
+    lines = row(text, "gpu-memory")
+    evidence = [line for line in lines if "fix:" not in line]
+    evidence = evidence[: next((i for i, line in enumerate(lines) if "fix:" in line), len(lines))]
+    assert len(evidence) == 6 and evidence[-1].endswith(" ...")
+    assert unwrapped(" ".join(evidence))[len("FAIL gpu gpu-memory "):-4] in unwrapped(memory["evidence"])
+    fix = unwrapped(" ".join(lines[len(evidence):]))
+    assert fix == f"fix: {unwrapped(memory['fix'])}"
+
 
 
 # ---------------------------------------------------------------------------- the fleet report

@@ -35,6 +35,18 @@ def save(name, data):
     return data
 
 
+def call(node, *args, **kwargs):
+    """What `salt-call --out=json ARGS` returned on the node."""
+    return node.salt_call(*args, **kwargs).data
+
+
+def facts(node):
+    """What the fleet report asks every node besides its check (_runners/nvgpu.py FACTS)."""
+    return {"grains.item": call(node, "grains.item", "nvgpu"),
+            "dnf_module.info": call(node, "dnf_module.info", "nvidia-driver"),
+            "nvgpu.driver_version": call(node, "nvgpu.driver_version")}
+
+
 def capture_node():
     assets = build_assets()
     node = Node.create(assets)
@@ -44,22 +56,18 @@ def capture_node():
         converge(node, pillar)
         image = f"image={assets.image}"
         returns = {
-            "doctor_healthy": node.salt_call("nvgpu.doctor"),
-            "vector_add_root": node.salt_call("nvgpu.run_vector_add", image),
-            "vector_add_rootless": node.salt_call("nvgpu.run_vector_add", image, f"user={USER}"),
+            "doctor_healthy": call(node, "nvgpu.doctor"),
+            "vector_add_root": call(node, "nvgpu.run_vector_add", image),
+            "vector_add_rootless": call(node, "nvgpu.run_vector_add", image, f"user={USER}"),
             # No stand-in libcuda for the host check here: it fails as on a node without one.
-            "vector_add_host": node.salt_call("nvgpu.run_vector_add", "runtime=host"),
+            "vector_add_host": call(node, "nvgpu.run_vector_add", "runtime=host"),
         }
         spec = node.read_file("/etc/cdi/nvidia.yaml")
         node.write_file("/etc/cdi/nvidia.yaml", spec.replace("550.127.08", "550.54.14"))
-        returns["doctor_stale_spec"] = node.salt_call("nvgpu.doctor")
-        returns["vector_add_rootless_stale_spec"] = node.salt_call("nvgpu.run_vector_add", image, f"user={USER}")
-        # What the fleet report asks every node besides its check (_runners/nvgpu.py FACTS).
-        facts = {"grains.item": node.salt_call("grains.item", "nvgpu"),
-                 "dnf_module.info": node.salt_call("dnf_module.info", "nvidia-driver"),
-                 "nvgpu.driver_version": node.salt_call("nvgpu.driver_version")}
-        returns["facts"] = {fun: res.data for fun, res in facts.items()}
-        return {name: save(name, getattr(res, "data", res)) for name, res in returns.items()}
+        returns["doctor_stale_spec"] = call(node, "nvgpu.doctor")
+        returns["vector_add_rootless_stale_spec"] = call(node, "nvgpu.run_vector_add", image, f"user={USER}")
+        returns["facts"] = facts(node)
+        return {name: save(name, data) for name, data in returns.items()}
     finally:
         node.destroy()
 
@@ -76,22 +84,24 @@ def capture_gpus_node():
         node.provision()
         node.run(["nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"], check=True)
         returns = {
-            "doctor_gpu_ecc": node.salt_call("nvgpu.doctor"),
-            "vector_add_each_gpu_ecc": node.salt_call("nvgpu.run_vector_add", f"image={assets.image_pinned}",
+            "doctor_gpu_ecc": call(node, "nvgpu.doctor"),
+            "vector_add_each_gpu_ecc": call(node, "nvgpu.run_vector_add", f"image={assets.image_pinned}",
                                                       "mode=cdi", "gpus=each", timeout=600),
         }
+        returns["facts_gpu"] = facts(node)
         node.set_gpus(gpus_of(8, **{"5": "off_bus"}))
-        returns["doctor_gpu_off_bus"] = node.salt_call("nvgpu.doctor")
-        return {name: save(name, res.data) for name, res in returns.items()}
+        returns["doctor_gpu_off_bus"] = call(node, "nvgpu.doctor")
+        return {name: save(name, data) for name, data in returns.items()}
     finally:
         node.destroy()
 
 
 def capture_report(returns, runner_path="_runners/nvgpu.py"):
     """
-    The runner's report (check=doctor) on four minions: gpu-a healthy, gpu-b with the stale
-    spec, gpu-c silent, and gpu-d healthy but with grain nvgpu:reboot_required set (as after
-    a driver upgrade). Each answers the facts and the doctor the node answered.
+    The runner's report (check=doctor) on five minions: gpu-a healthy, gpu-b with the stale
+    spec, gpu-c silent, gpu-d healthy but with grain nvgpu:reboot_required set (as after a
+    driver upgrade), gpu-e the 8-GPU node with its bad GPU 3. Each answers the facts and
+    the doctor its node answered.
     """
     facts = returns["facts"]
     reboot = dict(facts, **{"grains.item": {"nvgpu": dict(facts["grains.item"]["nvgpu"], reboot_required=True)}})
@@ -99,6 +109,7 @@ def capture_report(returns, runner_path="_runners/nvgpu.py"):
         "gpu-a": dict(facts, **{"nvgpu.doctor": returns["doctor_healthy"]}),
         "gpu-b": dict(facts, **{"nvgpu.doctor": returns["doctor_stale_spec"]}),
         "gpu-d": dict(reboot, **{"nvgpu.doctor": returns["doctor_healthy"]}),
+        "gpu-e": dict(returns["facts_gpu"], **{"nvgpu.doctor": returns["doctor_gpu_ecc"]}),
     }
     silent = {"gpu-c": {"out": "no_return", "ret": "Minion did not return. [No response]", "retcode": 1}}
 

@@ -292,8 +292,22 @@ def test_the_reports_summary_and_failing_groups(opts):
         lines = row(section, group["check"])
         word = {"failing": "FAILING", "reboot_required": "REBOOT"}[group["status"]]
         assert lines[0].split()[:4] == [word, group["layer"], group["check"], str(group["count"])]
-        assert (f"{unwrapped(group['cause'])} fix: {unwrapped(group['fix'])} on: {', '.join(group['nodes'])}"
-                in unwrapped(" ".join(lines)))
+        words = unwrapped(" ".join(lines))
+        # The cause (clipped where long), then the whole fix, then the group's nodes.
+        assert words.index(unwrapped(group["cause"])[:60]) < words.index(f"fix: {unwrapped(group['fix'])} on: ")
+        assert words.endswith(f"fix: {unwrapped(group['fix'])} on: {', '.join(group['nodes'])}")
+
+
+def test_the_reports_failing_gpus(opts):
+    report = real("report")
+    assert report["gpu_groups"]
+    section = show(opts, report, width=120).split("\nfailing GPUs:\n", 1)[1].split("\n\n", 1)[0]
+    words = unwrapped(section)
+    assert words.startswith("LAYER GPUS CAUSE / FIX / GPUS ")
+    for group in report["gpu_groups"]:
+        where = ", ".join(f"{gpu['node']} GPU {gpu['index']} ({gpu['uuid']})" for gpu in group["gpus"])
+        assert (f"{group['layer']} {group['count']} {unwrapped(group['cause'])} fix: {unwrapped(group['fix'])} "
+                f"on: {where}") in words
 
 
 def test_the_reports_drivers_and_nodes(opts):

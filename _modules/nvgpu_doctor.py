@@ -80,6 +80,11 @@ CHECKS = (
     Check("cdi-spec-readable", "toolkit", "each spec's mode (rootless Podman reads it as the user)", "`chmod 0644`"),
     Check("cdi-spec-driver", "toolkit", "the `libcuda.so.VERSION` each spec mounts against the loaded driver",
           "regenerate the spec (`nvidia-ctk cdi generate`, or `salt-call state.apply gpu`)"),
+    Check("cdi-refresh", "toolkit",
+          "the toolkit's `nvidia-cdi-refresh` units (1.18+) against pillar `gpu:toolkit:cdi_owner`: "
+          "enabled and watching where they own the spec, disabled where the formula does",
+          "`systemctl enable` / `disable --now nvidia-cdi-refresh.path nvidia-cdi-refresh.service`, or "
+          "`salt-call state.apply gpu`"),
     Check("oci-hook", "toolkit", "the OCI hook JSON in hooks.d and its binary",
           "`salt-call state.apply gpu` (writes or removes the hook by mode)"),
     Check("no-cgroups", "rootless",
@@ -427,7 +432,54 @@ def _mode(podman_version):
     return _check("mode", "toolkit", "ok", f"pillar gpu:toolkit:mode {configured}{how} -> {effective}"), effective
 
 
-def _cdi_specs(mode, loaded):
+def _cdi_owner():
+    """(the owner of the CDI spec as the container_toolkit state resolves it, refresh usable,
+    the owner's spec path)."""
+    # The state's rule: systemd's service module is loaded only where systemd runs.
+    refresh = __salt__["nvgpu_toolkit.cdi_refresh_shipped"]() and "service.enable" in __salt__
+    configured = _pillar("gpu:toolkit:cdi_owner", "auto")
+    try:
+        owner = nvgpu_node.resolve_cdi_owner(configured, refresh)
+    except ValueError:
+        owner = "formula"
+    ours = nvgpu_node.CDI_REFRESH_SPEC if owner == "refresh" else _pillar("gpu:toolkit:cdi_path",
+                                                                        nvgpu_node.CDI_SPEC_PATH)
+    return owner, refresh, ours
+
+
+def _cdi_refresh(mode, owner, refresh):
+    """nvidia-cdi-refresh present, and enabled exactly when it owns the spec."""
+    if mode != "cdi":
+        return _check("cdi-refresh", "toolkit", "skip", f"mode is {mode}, not cdi")
+    configured = _pillar("gpu:toolkit:cdi_owner", "auto")
+    units = (nvgpu_node.CDI_REFRESH_PATH_UNIT, nvgpu_node.CDI_REFRESH_SERVICE)
+    if not __salt__["nvgpu_toolkit.cdi_refresh_shipped"]():
+        return _check("cdi-refresh", "toolkit", "ok", f"no {nvgpu_node.CDI_REFRESH_SERVICE} in "
+                      f"{' or '.join(nvgpu_node.SYSTEMD_UNIT_DIRS)} (toolkit before 1.18): the spec is the formula's")
+    if not refresh:
+        return _check("cdi-refresh", "toolkit", "skip", f"{nvgpu_node.CDI_REFRESH_SERVICE} is installed but "
+                      "systemd does not run here: it never runs, the spec is the formula's")
+    enabled = [unit for unit in units if __salt__["service.enabled"](unit)]
+    watching = __salt__["service.status"](nvgpu_node.CDI_REFRESH_PATH_UNIT)
+    evidence = (f"pillar gpu:toolkit:cdi_owner {configured} -> {owner}; enabled: {', '.join(enabled) or 'none'}; "
+                f"{nvgpu_node.CDI_REFRESH_PATH_UNIT} {'active' if watching else 'inactive'}")
+    if owner == "refresh":
+        if len(enabled) < len(units) or not watching:
+            return _check("cdi-refresh", "toolkit", "fail",
+                          f"{evidence}: nvidia-cdi-refresh owns the spec but does not watch for driver changes, "
+                          f"so {nvgpu_node.CDI_REFRESH_SPEC} goes stale (or missing after a boot)",
+                          f"systemctl enable {' '.join(units)}; systemctl start {units[0]} (or {STATE_APPLY})")
+        return _check("cdi-refresh", "toolkit", "ok", f"{evidence}: the spec {nvgpu_node.CDI_REFRESH_SPEC} is "
+                      "nvidia-cdi-refresh's")
+    if enabled or watching:
+        return _check("cdi-refresh", "toolkit", "fail",
+                      f"{evidence}: the formula owns the spec, but nvidia-cdi-refresh would write "
+                      f"{nvgpu_node.CDI_REFRESH_SPEC} too, which Podman prefers",
+                      f"systemctl disable --now {' '.join(units)} (or {STATE_APPLY})")
+    return _check("cdi-refresh", "toolkit", "ok", f"{evidence}: the spec is the formula's")
+
+
+def _cdi_specs(mode, loaded, ours, owner):
     """The checks of the CDI specs of kind nvidia.com/gpu: one of them, readable, for the loaded driver."""
     names = ("cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver")
     if mode != "cdi":
@@ -438,7 +490,6 @@ def _cdi_specs(mode, loaded):
         if spec["kind"] == nvgpu_node.CDI_KIND:
             specs.append((path, spec))
     where = " and ".join(nvgpu_node.CDI_DIRS)
-    ours = _pillar("gpu:toolkit:cdi_path", nvgpu_node.CDI_SPEC_PATH)
     generate = f"nvidia-ctk cdi generate --output={ours}, or {STATE_APPLY}"
     paths = [path for path, _ in specs]
     if not specs:
@@ -452,8 +503,8 @@ def _cdi_specs(mode, loaded):
                          f"{len(specs)} specs of kind {nvgpu_node.CDI_KIND}: {', '.join(paths)}; Podman uses "
                          f"{paths[-1]} for the devices they share",
                          f"keep one: rm {' '.join(extra)} (one in /var/run/cdi is written by the toolkit's "
-                         "nvidia-cdi-refresh: systemctl disable --now nvidia-cdi-refresh.path nvidia-cdi-refresh.service, "
-                         "or make it the formula's with pillar gpu:toolkit:cdi_path)")]
+                         "nvidia-cdi-refresh: pillar gpu:toolkit:cdi_owner says whose spec it is, and "
+                         f"{STATE_APPLY} keeps that one only)")]
     else:
         checks = [_check(names[0], "toolkit", "ok", f"one spec of kind {nvgpu_node.CDI_KIND}: {paths[0]}")]
     modes = ", ".join(f"{path} {spec['mode']}" for path, spec in specs)
@@ -469,7 +520,11 @@ def _cdi_specs(mode, loaded):
     said = ", ".join(f"{path} for {spec['driver_version']}" for path, spec in specs)
     stale = [path for path, spec in specs if spec["driver_version"] != loaded]
     if stale:
-        fix = nvgpu_failures.CDI_REGENERATE_FIX if stale == [ours] else f"rm or regenerate {' '.join(stale)}: {generate}"
+        if stale == [ours]:
+            fix = (f"systemctl restart {nvgpu_node.CDI_REFRESH_SERVICE} (it regenerates it), or {STATE_APPLY}"
+                   if owner == "refresh" else nvgpu_failures.CDI_REGENERATE_FIX)
+        else:
+            fix = f"rm or regenerate {' '.join(stale)}: {generate}"
         checks.append(_check(names[2], "toolkit", "fail", f"driver {loaded} is loaded; {said}", fix))
     else:
         checks.append(_check(names[2], "toolkit", "ok", f"driver {loaded} is loaded; {said}"))
@@ -727,7 +782,9 @@ def run(user=None):
     checks += [podman, _toolkit()]
     mode_check, mode = _mode(podman_version)
     checks.append(mode_check)
-    checks += _cdi_specs(mode, loaded)
+    owner, refresh, ours = _cdi_owner()
+    checks += _cdi_specs(mode, loaded, ours, owner)
+    checks.append(_cdi_refresh(mode, owner, refresh))
     checks += [_hook(mode), _no_cgroups(mode, users)]
     checks += _selinux()
     for name in users:

@@ -73,7 +73,7 @@ def test_a_converged_node_is_healthy_and_the_doctor_changes_nothing(converged):
     statuses = {c["name"]: c["status"] for c in data["checks"]}
     for name in ("kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot", "nouveau", "nvidia-loaded",
                  "driver-version", "device-nodes", "podman", "toolkit", "mode", "cdi-spec-count",
-                 "cdi-spec-readable", "cdi-spec-driver", f"account:{USER}", f"subuid:{USER}", f"subgid:{USER}",
+                 "cdi-spec-readable", "cdi-spec-driver", "cdi-refresh", f"account:{USER}", f"subuid:{USER}", f"subgid:{USER}",
                  "image"):
         assert statuses[name] == "ok", (name, data["checks"])
     # No NVSwitch; SELinux off on this machine's kernel; no systemd in the node (no logind,

@@ -12,6 +12,7 @@ import os
 import nvgpu_failures
 import nvgpu_node
 import pytest
+import salt.modules.systemd_service
 import salt.modules.useradd
 
 from tests.unit.conftest import KERNEL
@@ -67,6 +68,7 @@ def salt_fns(run_all, health):
     fake.set("nvgpu_selinux.method", "module")
     fake.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
     fake.set("nvgpu_selinux.relabel_needed", [])
+    fake.set("nvgpu_toolkit.cdi_refresh_shipped", False)
     fake.set("user.info", lambda name: {"name": name, "uid": UID, "gid": UID, "home": f"/home/{name}"}
              if name == "alice" else {})
     return fake
@@ -132,7 +134,7 @@ GPU_NAMES = ["gpus-on-bus", "xid", "gpu-memory", "dcgm"]
 CDI_NAMES = ["kernel-devel", "nvidia-ko", "nvidia-ko-newest", "secure-boot",
              "nouveau", "nvidia-loaded", "driver-version", "device-nodes", "persistenced",
              "fabric-manager", *GPU_NAMES, "podman", "toolkit", "mode", "cdi-spec-count", "cdi-spec-readable",
-             "cdi-spec-driver", "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels",
+             "cdi-spec-driver", "cdi-refresh", "oci-hook", "no-cgroups", "selinux-mode", "selinux-policy", "selinux-labels",
              "account:alice", "subuid:alice", "subgid:alice", "runtime-dir:alice", "image"]
 
 
@@ -166,7 +168,8 @@ def test_a_healthy_node_in_hook_mode(doctor, node, salt_fns):
     result = doctor.run()
     assert result["ok"] is True
     assert {name for name, status in statuses(result).items() if status == "skip"} == {
-        "persistenced", "fabric-manager", "dcgm", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver"}
+        "persistenced", "fabric-manager", "dcgm", "cdi-spec-count", "cdi-spec-readable", "cdi-spec-driver",
+        "cdi-refresh"}
     assert salt_fns.actions() == []
 
 
@@ -594,3 +597,58 @@ def test_the_labels_are_checked_with_the_boolean_method_too(doctor, node, salt_f
     salt_fns.set("nvgpu_selinux.relabel_needed", ["/dev/nvidia0"], [])
     result = statuses(doctor.run())
     assert result["selinux-policy"] == "ok" and result["selinux-labels"] == "fail"
+
+
+def _with_systemd(salt_fns, enabled, watching):
+    """systemd runs (its service module is loaded) and the toolkit ships nvidia-cdi-refresh."""
+    for name in ("enabled", "status"):
+        salt_fns.add(f"service.{name}", getattr(salt.modules.systemd_service, name))
+    salt_fns.add("service.enable", salt.modules.systemd_service.enable)
+    salt_fns.set("nvgpu_toolkit.cdi_refresh_shipped", True)
+    salt_fns.set("service.enabled", lambda unit: unit in enabled)
+    salt_fns.set("service.status", watching)
+
+
+def test_cdi_refresh_owning_the_spec(doctor, node, salt_fns):
+    # auto with the unit shipped and systemd running: nvidia-cdi-refresh's spec in /var/run/cdi.
+    node.path("/etc/cdi/nvidia.yaml").rename(node.path("/etc/cdi/gone"))
+    node.write("/var/run/cdi/nvidia.yaml", json.dumps(SPEC))
+    node.path("/etc/cdi/gone").unlink()
+    units = ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service")
+    _with_systemd(salt_fns, units, True)
+    result = doctor.run()
+    check = next(c for c in result["checks"] if c["name"] == "cdi-refresh")
+    assert check["status"] == "ok" and "cdi_owner auto -> refresh" in check["evidence"], check
+    assert result["ok"] is True
+    # Its path unit stopped: a driver change would leave the spec stale.
+    salt_fns.set("service.status", False)
+    result = doctor.run()
+    failing = [c for c in result["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failing] == ["cdi-refresh"]
+    assert failing[0]["fix"].startswith("systemctl enable nvidia-cdi-refresh.path nvidia-cdi-refresh.service; ")
+
+
+def test_cdi_refresh_enabled_while_the_formula_owns_the_spec(doctor, node, salt_fns):
+    doctor.__pillar__["gpu"]["toolkit"]["cdi_owner"] = "formula"
+    _with_systemd(salt_fns, ("nvidia-cdi-refresh.path",), False)
+    failing = [c for c in doctor.run()["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failing] == ["cdi-refresh"]
+    assert "cdi_owner formula -> formula" in failing[0]["evidence"]
+    assert failing[0]["fix"].startswith("systemctl disable --now nvidia-cdi-refresh.path nvidia-cdi-refresh.service")
+    salt_fns.set("service.enabled", False)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "cdi-refresh")
+    assert check["status"] == "ok" and "the spec is the formula's" in check["evidence"]
+
+
+def test_a_stale_spec_of_nvidia_cdi_refresh_is_refreshed_by_its_service(doctor, node, salt_fns):
+    node.path("/etc/cdi/nvidia.yaml").unlink()
+    node.write("/var/run/cdi/nvidia.yaml", json.dumps(SPEC).replace(DRIVER, "550.54.14"))
+    _with_systemd(salt_fns, ("nvidia-cdi-refresh.path", "nvidia-cdi-refresh.service"), True)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "cdi-spec-driver")
+    assert check["status"] == "fail" and check["fix"].startswith("systemctl restart nvidia-cdi-refresh.service")
+
+
+def test_cdi_refresh_installed_without_systemd_is_skipped(doctor, node, salt_fns):
+    salt_fns.set("nvgpu_toolkit.cdi_refresh_shipped", True)
+    check = next(c for c in doctor.run()["checks"] if c["name"] == "cdi-refresh")
+    assert check["status"] == "skip" and "systemd does not run" in check["evidence"]

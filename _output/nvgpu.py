@@ -340,9 +340,10 @@ def _gpu_groups(style, groups, width):
         gpus = ", ".join(f"{gpu.get('node')} GPU {'-' if gpu.get('index') is None else gpu['index']}"
                          + (f" ({gpu['uuid']})" if gpu.get("uuid") else "")
                          for gpu in group.get("gpus") or [] if isinstance(gpu, Mapping))
-        cells = (str(group.get("layer") or "-"), str(group.get("count", len(group.get("gpus") or []))))
+        cells = (str(group.get("layer") or "-"), str(group.get("check") or "-"),
+                 str(group.get("count", len(group.get("gpus") or []))))
         rows.append((cells, None, _problem(group.get("cause"), group.get("fix"), gpus)))
-    return _table(style, ("LAYER", "GPUS"), "CAUSE / FIX / GPUS", rows, width, paint=None)
+    return _table(style, ("LAYER", "CHECK", "GPUS"), "CAUSE / FIX / GPUS", rows, width, paint=None)
 
 
 def _versions(style, versions, width):

@@ -304,11 +304,11 @@ def test_the_reports_failing_gpus(opts):
     assert report["gpu_groups"]
     section = show(opts, report, width=120).split("\nfailing GPUs:\n", 1)[1].split("\n\n", 1)[0]
     words = unwrapped(section)
-    assert words.startswith("LAYER GPUS CAUSE / FIX / GPUS ")
+    assert words.startswith("LAYER CHECK GPUS CAUSE / FIX / GPUS ")
     for group in report["gpu_groups"]:
         where = ", ".join(f"{gpu['node']} GPU {gpu['index']} ({gpu['uuid']})" for gpu in group["gpus"])
-        assert (f"{group['layer']} {group['count']} {unwrapped(group['cause'])} fix: {unwrapped(group['fix'])} "
-                f"on: {where}") in words
+        assert (f"{group['layer']} {group['check'] or '-'} {group['count']} {unwrapped(group['cause'])} "
+                f"fix: {unwrapped(group['fix'])} on: {where}") in words
 
 
 def test_the_reports_drivers_and_nodes(opts):

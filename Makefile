@@ -11,14 +11,15 @@ PYTHON ?= python3
 # Real programs the simulated node runs: Podman, dnf/rpm module streams, an image
 # registry, SELinux policy tooling, and what builds the stand-in RPMs and images;
 # python3-dev and gcc build Salt's timelib, which PyPI has only as source; chromium renders
-# the fleet report's HTML page in tests/integration/test_fleet.py.
+# the fleet report's HTML page in tests/integration/test_fleet.py; strace counts the
+# processes a run starts (tests/functional/test_validate_when.py, make bench).
 APT_PACKAGES := podman runc conmon uidmap slirp4netns catatonit fuse-overlayfs \
 	dnf rpm createrepo-c libmodulemd-tools python3-libdnf docker-registry \
 	checkpolicy semodule-utils policycoreutils selinux-policy-default \
-	gnupg busybox-static util-linux procps passwd python3-venv python3-dev make gcc libc6-dev \
+	gnupg busybox-static util-linux procps passwd strace python3-venv python3-dev make gcc libc6-dev \
 	chromium
 
-.PHONY: deps apt venv demo test test-gpu lint clean
+.PHONY: deps apt venv demo test test-gpu bench lint clean
 
 deps: apt venv
 
@@ -41,6 +42,11 @@ demo: deps
 
 test: deps
 	$(PY) -m pytest -p no:cacheprovider -ra
+
+# What nvgpu costs on the simulated node, side by side (writes docs/benchmarks.md, Node section);
+# strace (in APT_PACKAGES) counts the processes a run starts.
+bench: deps
+	$(PY) bench/node_bench.py
 
 # On a machine with an NVIDIA GPU and driver (see docs/gpu.md).
 test-gpu: deps

@@ -561,16 +561,19 @@ def run_vector_add(
         argv.extend(_ROOTLESS_FLAGS)
         method = salt.utils.data.traverse_dict_and_list(__pillar__, "gpu:selinux:method", "auto")
         argv.append("label=type:" + __salt__["nvgpu_selinux.container_type"](method))
-        run_kwargs.update(nvgpu_node.user_run_kwargs(user, info))
     if mode == "cdi":
         argv.extend(["--device", f"nvidia.com/gpu={gpus}"])
     elif gpus != "all":
         # The hook's choice of GPU; CUDA's too, since --privileged shows every device node.
         argv.extend(["--env", f"NVIDIA_VISIBLE_DEVICES={gpus}", "--env", f"CUDA_VISIBLE_DEVICES={gpus}"])
     argv.append(image)
+    run_argv = argv
+    if user is not None:
+        run_argv, user_kwargs = nvgpu_node.as_user(argv, user, info)
+        run_kwargs.update(user_kwargs)
 
     start = time.monotonic()
-    ret = __salt__["cmd.run_all"](argv, **run_kwargs)
+    ret = __salt__["cmd.run_all"](run_argv, **run_kwargs)
     duration = round(time.monotonic() - start, 3)
 
     stdout = ret.get("stdout") or ""
@@ -666,6 +669,72 @@ def _run_each(image, user, runtime, mode, timeout, pull):
         __context__["retcode"] = 1
     ret["duration_s"] = round(time.monotonic() - start, 3)
     return ret
+
+
+def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pull="missing"):
+    """
+    What a vector add's result depends on, read from the node without starting a
+    container: the ``nvgpu.vector_add_passes`` state runs the container again only
+    when one of these changed since the last run that passed (``gpu:validate:when:
+    changed``).
+
+    Returns ``{"boot_id", "driver", "cdi_specs": {path: sha256}, "oci_hooks": {path:
+    sha256}, "toolkit_config": sha256|None, "selinux": {"mode", "modules", "boolean"
+    (container_use_xserver_devices)}, "podman": "path size mtime"|None, "image", "image_id", "mode", "pull",
+    "user", "subuid", "subgid"}``. Reads files, plus ``podman image inspect`` (as the
+    user for a rootless one) and, with SELinux on, ``getsebool`` and ``semodule -l`` (once per run).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.validation_inputs
+        salt '*' nvgpu.validation_inputs user=gpuuser
+    """
+    _validate_vector_add_args(image, user, "podman", mode, 300, pull)
+    info = None
+    if user is not None:
+        info = __salt__["user.info"](user)
+        if not info:
+            raise SaltInvocationError(f"no such user {user!r}")
+    selinux = {"mode": __salt__["nvgpu_selinux.mode"]()}
+    if selinux["mode"] != "Disabled":
+        selinux["modules"] = __salt__["nvgpu_selinux.policy_modules"]()
+        selinux["boolean"] = __salt__["nvgpu_selinux.boolean"]()
+    podman = salt.utils.path.which("podman")
+    image_id = None
+    if podman:
+        argv = [podman, "image", "inspect", "--format", "{{.Id}}", image]
+        kwargs = {"python_shell": False, "ignore_retcode": True}
+        if user is not None:
+            argv, user_kwargs = nvgpu_node.as_user(argv, user, info)
+            kwargs.update(user_kwargs)
+        found = __salt__["cmd.run_all"](argv, **kwargs)
+        image_id = ((found.get("stdout") or "").strip() or None) if found["retcode"] == 0 else None
+        stat = os.stat(podman)
+        podman = f"{podman} {stat.st_size} {stat.st_mtime_ns}"
+    ranges = {}
+    for kind in ("subuid", "subgid"):
+        ranges[kind] = (
+            [[start, count] for name, start, count in nvgpu_node.parse_subids(
+                nvgpu_node.read_file(nvgpu_node.SUBID_FILES[kind])) if name == user]
+            if user is not None else None
+        )
+    return {
+        "boot_id": (nvgpu_node.read_file(nvgpu_node.BOOT_ID) or "").strip() or None,
+        "driver": nvgpu_node.loaded_driver_version(),
+        "cdi_specs": {path: nvgpu_node.file_sha256(path) for path in nvgpu_node.cdi_spec_files()},
+        "oci_hooks": {path: nvgpu_node.file_sha256(path) for path in nvgpu_node.oci_hook_files()},
+        "toolkit_config": nvgpu_node.file_sha256(nvgpu_node.TOOLKIT_CONFIG),
+        "selinux": selinux,
+        "podman": podman,
+        "image": image,
+        "image_id": image_id,
+        "mode": mode,
+        "pull": pull,
+        "user": user,
+        **ranges,
+    }
 
 
 def doctor(user=None):

@@ -123,10 +123,11 @@ def migrate(name):
     podman = salt.utils.path.which("podman")
     if not podman:
         return False
-    as_user_kwargs = nvgpu_node.user_run_kwargs(name, __salt__["user.info"](name) or {})
+    info = __salt__["user.info"](name) or {}
 
     def as_user(argv, **kwargs):
-        return __salt__["cmd.run_all"](argv, **as_user_kwargs, **kwargs)
+        user_argv, user_kwargs = nvgpu_node.as_user(argv, name, info)
+        return __salt__["cmd.run_all"](user_argv, **user_kwargs, **kwargs)
 
     nvgpu_node.run_checked(as_user, [podman, "system", "migrate"], f"making Podman of {name} use its new id ranges",
                            f"run podman system migrate as {name}")

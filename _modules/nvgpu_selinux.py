@@ -17,6 +17,10 @@ from salt.exceptions import SaltInvocationError
 
 __virtualname__ = "nvgpu_selinux"
 
+# __context__ keys: what one run reads once (Salt keeps __context__ for one job).
+_MODE = "nvgpu_selinux.mode"
+_MODULES = "nvgpu_selinux.policy_modules"
+
 
 def __virtual__():
     if __grains__.get("kernel") != "Linux":
@@ -39,6 +43,13 @@ def mode():
 
         salt '*' nvgpu_selinux.mode
     """
+    # Asked by several states in one run (selinux_ready, each validation): getenforce once.
+    if _MODE not in __context__:
+        __context__[_MODE] = _getenforce()
+    return __context__[_MODE]
+
+
+def _getenforce():
     if not salt.utils.path.which("getenforce"):
         return "Disabled"
     res = __salt__["cmd.run_all"](["getenforce"], python_shell=False, ignore_retcode=True)
@@ -124,6 +135,14 @@ def policy_modules():
 
         salt '*' nvgpu_selinux.policy_modules
     """
+    # Asked by several states in one run (selinux_ready, each validation): semodule -l
+    # (slow: it reads the whole policy store) once, until install_policy changes the list.
+    if _MODULES not in __context__:
+        __context__[_MODULES] = _semodule_list()
+    return list(__context__[_MODULES])
+
+
+def _semodule_list():
     res = _run(["semodule", "-l"], "listing SELinux policy modules",
                "check that policycoreutils is installed and the SELinux policy store is readable")
     return sorted({line.split()[0] for line in res["stdout"].splitlines() if line.strip()})
@@ -139,6 +158,7 @@ def install_policy(path):
 
         salt '*' nvgpu_selinux.install_policy /root/nvidia-container.pp
     """
+    __context__.pop(_MODULES, None)
     _run(["semodule", "-i", path], f"installing SELinux policy module {path}",
          "check that the file is a policy package built for this policy version (for RHEL 8 take "
          "NVIDIA dgx-selinux bin/RHEL8/nvidia-container.pp) and that the policy it needs "

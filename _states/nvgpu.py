@@ -11,6 +11,10 @@ failed, why, and what to do.
 Each state's docstring has an example; salt/gpu/*.sls uses them all.
 """
 
+import datetime
+import hashlib
+import json
+import logging
 import os
 import urllib.parse
 
@@ -19,6 +23,8 @@ import nvgpu_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "nvgpu"
+
+log = logging.getLogger(__name__)
 
 
 def __virtual__():
@@ -677,7 +683,7 @@ def subids_present(name, start=None, count=65536):
 # ---------------------------------------------------------------------------
 
 
-def _each_gpu_result(ret, res, who, mode):
+def _each_gpu_result(ret, res, who, mode, why):
     """The state's return for ``gpus=each``: a line per GPU, the failed ones with cause and fix."""
     lines = []
     for gpu in res["gpus"]:
@@ -685,8 +691,9 @@ def _each_gpu_result(ret, res, who, mode):
         lines.append(f"GPU {gpu['index']} ({gpu['uuid']}, {gpu['name']}): {status} ({gpu.get('duration_s')} s)")
     for gpu in res["failed_gpus"]:
         lines.append(f"GPU {gpu['index']} ({gpu['uuid']}): Cause: {gpu['cause']}\nFix: {gpu['fix']}")
-    head = "Vector add {} {} on each of {} GPU(s) (mode {}, {} s)".format(
-        "PASSED" if res["passed"] else "FAILED", who, len(res["gpus"]), res.get("mode") or mode, res["duration_s"])
+    head = "Vector add {} {} on each of {} GPU(s) (mode {}, {} s{})".format(
+        "PASSED" if res["passed"] else "FAILED", who, len(res["gpus"]), res.get("mode") or mode, res["duration_s"],
+        f"; ran: {why}" if res["passed"] else "")
     if res["passed"]:
         ret["comment"] = "\n".join([head] + lines)
         return ret
@@ -696,7 +703,48 @@ def _each_gpu_result(ret, res, who, mode):
     return nvgpu_state.failed(ret, "\n".join([head] + lines))
 
 
-def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pull="missing", gpus="all"):
+# What each input of a validation is called in a state's comment.
+_INPUT_WORDS = {
+    "boot_id": "boot (boot id)",
+    "driver": "loaded driver version",
+    "cdi_specs": "CDI spec",
+    "oci_hooks": "OCI hook file",
+    "toolkit_config": "toolkit config",
+    "selinux": "SELinux mode, modules or boolean",
+    "podman": "podman binary",
+    "image": "image",
+    "image_id": "image id",
+    "mode": "mode",
+    "pull": "pull policy",
+    "user": "user",
+    "subuid": "subuid ranges",
+    "subgid": "subgid ranges",
+}
+
+
+def _record_path(user, image, mode, pull, gpus):
+    """Where the last validation of (user, image, mode, pull, gpus) is kept: Salt's cachedir."""
+    key = hashlib.sha256(json.dumps([user, image, mode, pull, gpus]).encode()).hexdigest()[:16]
+    return os.path.join(__opts__["cachedir"], "nvgpu", "validate", f"{user or 'root'}-{key}.json")
+
+
+def _last_record(path):
+    """The last validation's record, or None (none yet, or unreadable: then it runs)."""
+    text = nvgpu_node.read_file(path)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("inputs"), dict) else None
+
+
+def _changed_inputs(record, inputs):
+    return [_INPUT_WORDS.get(key, key) for key in sorted(set(record["inputs"]) | set(inputs))
+            if record["inputs"].get(key) != inputs.get(key)]
+
+
+def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pull="missing", gpus="all",
+                      when="changed"):
     """
     Run the CUDA vector add in a Podman container (as root, or rootless as ``user``)
     and fail, with the diagnosis (cause and fix) as the comment, unless it passes.
@@ -718,36 +766,82 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
         ``all`` (one run that sees every GPU) or ``each`` (one run per GPU, all at once; the
         state fails naming each GPU that failed, by index and UUID). Pillar ``gpu:validate:gpus``.
 
+    when
+        ``changed`` (default): run the container only when something its result
+        depends on changed since the last run that passed (``nvgpu.validation_inputs``:
+        boot id, loaded driver, CDI specs, OCI hooks, toolkit config, SELinux, Podman,
+        the image's id, the user's subordinate ranges), or the last run failed; else
+        pass without a container and say when it last passed. The last run is kept in
+        Salt's cachedir (``nvgpu/validate/``). ``always``: run every time.
+
     .. code-block:: yaml
 
         gpu-validate-gpuuser:
           nvgpu.vector_add_passes:
             - user: gpuuser
             - mode: cdi
+            - when: changed
     """
     ret = nvgpu_state.new(name)
     who = f"as {user} (rootless)" if user else "as root"
+    if when not in nvgpu_node.VALIDATE_WHEN:
+        return nvgpu_state.failed(
+            ret, f"when must be one of {', '.join(nvgpu_node.VALIDATE_WHEN)} (gpu:validate:when), not {when!r}")
     kwargs = {"user": user, "mode": mode, "timeout": timeout, "pull": pull}
     if image:
         kwargs["image"] = image
     if gpus != "all":
         kwargs["gpus"] = gpus
+    fingerprint = {"user": user, "image": image or nvgpu_node.DEFAULT_IMAGE, "mode": mode, "pull": pull}
+    record_path = _record_path(gpus=gpus, **fingerprint)
+    why = "gpu:validate:when is always"
+    if when == "changed":
+        try:
+            inputs = __salt__["nvgpu.validation_inputs"](**fingerprint)
+        except (CommandExecutionError, SaltInvocationError) as err:
+            # Not there yet (test=True on a fresh node: no user, no Podman): the run says why.
+            why = f"what it depends on could not be read: {err}"
+        else:
+            record = _last_record(record_path)
+            if record is None:
+                why = "no earlier run recorded"
+            elif not record.get("passed"):
+                why = f"the last run, at {record.get('at')}, failed"
+            else:
+                changed = _changed_inputs(record, inputs)
+                if not changed:
+                    ret["comment"] = (
+                        f"Vector add {who} skipped: it last PASSED at {record.get('at')} and nothing it depends "
+                        "on changed since (boot, driver, CDI spec, hooks, toolkit config, SELinux, Podman, image "
+                        "id, subordinate ids; gpu:validate:when: always runs it every time)"
+                    )
+                    return ret
+                why = "changed since it last passed: " + ", ".join(changed)
     if __opts__["test"]:
         ret.update(
             result=None,
             comment=f"The vector add would run {who} (mode {mode}, image {image or 'default'}"
-                    + (", on each GPU)" if gpus == "each" else ")"),
+                    + (", on each GPU" if gpus == "each" else "") + f"; {why})",
         )
         return ret
     try:
         res = __salt__["nvgpu.run_vector_add"](**kwargs)
     except (CommandExecutionError, SaltInvocationError) as err:
         return nvgpu_state.failed(ret, f"The vector add could not run {who}: {err}")
+    at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        # Read after the run: a --pull=missing run may have just pulled the image.
+        after = __salt__["nvgpu.validation_inputs"](**fingerprint)
+        nvgpu_node.atomic_write(record_path, json.dumps({"passed": res["passed"], "at": at, "inputs": after},
+                                                        indent=1, sort_keys=True) + "\n", mode=0o600)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        # The run's result stands; the next run only cannot skip it.
+        log.warning("could not keep the validation record %s: %s", record_path, err)
     if "failed_gpus" in res:
-        return _each_gpu_result(ret, res, who, mode)
+        return _each_gpu_result(ret, res, who, mode, why)
     if res["passed"]:
-        ret["comment"] = "Vector add PASSED {} (mode {}, {} elements, {} blocks of {} threads, {} s)".format(
-            who, res.get("mode", mode), res["elements"], res["blocks"], res["threads"], res["duration_s"]
+        ret["comment"] = "Vector add PASSED {} (mode {}, {} elements, {} blocks of {} threads, {} s; ran: {})".format(
+            who, res.get("mode", mode), res["elements"], res["blocks"], res["threads"], res["duration_s"], why
         )
         return ret
     diagnosis = res.get("diagnosis") or {}

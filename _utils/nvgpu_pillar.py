@@ -48,7 +48,7 @@ KEYS = {
     "runtime": ("container_tools", "container_tools_stream", "container_tools_profile", "package"),
     "toolkit": ("package", "mode", "cdi_owner", "rootless", "hook_path", "hook_binary", "cdi_path"),
     "selinux": ("enabled", "method", "policy_source", "policy_hash", "module_name", "relabel"),
-    "validate": ("enabled", "image", "mode", "timeout", "pull", "gpus"),
+    "validate": ("enabled", "image", "mode", "timeout", "pull", "gpus", "when"),
 }
 USER_KEYS = ("name", "uid", "gid", "subuid_start", "subuid_count")
 LEGACY_REPO_KEYS = ("baseurl", "gpgkey")
@@ -324,6 +324,8 @@ def _rules():
          f"one of {', '.join(nvgpu_node.PULL_POLICIES)} (Podman's --pull)"),
         ("validate:gpus", lambda value: value in ("all", "each"),
          "all (one check that sees every GPU) or each (one check per GPU)"),
+        ("validate:when", lambda value: value in nvgpu_node.VALIDATE_WHEN,
+         f"one of {', '.join(nvgpu_node.VALIDATE_WHEN)} (changed: only when what the result depends on changed)"),
     )
 
 

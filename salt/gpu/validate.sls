@@ -17,6 +17,7 @@ gpu-validate-root:
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}
     - gpus: {{ gpu.validate.gpus }}
+    - when: {{ gpu.validate.when }}
     - require:
       - nvgpu: gpu-container-toolkit
 {%-   if gpu.selinux.enabled %}
@@ -34,6 +35,7 @@ gpu-validate-{{ user.name }}:
     - timeout: {{ gpu.validate.timeout }}
     - pull: {{ gpu.validate.pull }}
     - gpus: {{ gpu.validate.gpus }}
+    - when: {{ gpu.validate.when }}
     - require:
       - nvgpu: gpu-validate-root
       - nvgpu: gpu-rootless-subids-{{ user.name }}

@@ -21,6 +21,10 @@ BOOKKEEPING = (
     "var.upper/lib/rpm/rpmdb.sqlite-shm",
     "var.upper/lib/rpm/rpmdb.sqlite-wal",
 )
+# What any Podman command updates, also a read-only one (`podman image inspect`, which
+# the validation state asks for the image's id under test=True too): its locks and its
+# state database. Bookkeeping of Podman's own, not the node's configuration or images.
+PODMAN_BOOKKEEPING = ("storage/libpod/bolt_state.db", "storage.lock", "layers.lock")
 # What the validation run itself writes: Podman's container storage (root and rootless).
 CONTAINER_STORAGE = ("var.upper/lib/containers/", "/.local/share/containers/")
 # Where a dnf transaction leaves its mark: the rpm database and dnf's history.
@@ -57,7 +61,8 @@ def _config(snapshot, validated=False):
     return {
         k: v
         for k, v in snapshot.items()
-        if not k.startswith(BOOKKEEPING) and not (validated and any(c in k for c in CONTAINER_STORAGE))
+        if not k.startswith(BOOKKEEPING) and not k.endswith(PODMAN_BOOKKEEPING)
+        and not (validated and any(c in k for c in CONTAINER_STORAGE))
     }
 
 

@@ -1,8 +1,10 @@
 """The simulated RHEL 8 or 9 GPU node (see README.md beside this file)."""
 
+import collections
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -75,6 +77,7 @@ class Node:
         root.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(golden), str(root)], check=True)
         (root / ".complete").unlink()
+        _new_boot_id(root)
         # Per node, not in the golden node: the checkout under test may differ between runs.
         (root / "etc.upper/salt/minion").write_text(yaml.safe_dump({
             "file_client": "local",
@@ -121,6 +124,19 @@ class Node:
         if test is not None:
             argv.append(f"test={test}")
         return SaltResult.of(self.run(argv, timeout=timeout))
+
+    def salt_call_traced(self, *args, pillar=None, timeout=900):
+        """`salt_call` under `strace -f -e trace=execve`: (SaltResult, Counter of the
+        programs every process it started ran, by name). A container counts once in
+        `conmon` (Podman starts one per container)."""
+        argv = [SALT_CALL, "--local", "--out=json", "--log-level=quiet", *args]
+        if pillar is not None:
+            argv.append("pillar=" + json.dumps(pillar))
+        trace = f"/tmp/nvgpu-exec-{uuid.uuid4().hex[:8]}.trace"
+        proc = self.run(["bash", "-c", _TRACED, "traced", trace, *map(str, argv)], timeout=timeout)
+        text = self.read_file(trace) or ""
+        self.run(["rm", "-f", trace])
+        return SaltResult.of(proc), exec_counts(text)
 
     def write_pillar(self, pillar):
         """Make `pillar` the node's own pillar (top.sls + gpu.sls under /etc/salt/pillar)."""
@@ -236,11 +252,13 @@ class Node:
         return seen
 
     def reboot(self):
-        """What a reboot forgets: loaded modules and the device nodes they created."""
+        """What a reboot forgets: loaded modules and the device nodes they created; and
+        the kernel's boot id (/proc/sys/kernel/random/boot_id) is a new one."""
         for entry in (self.root / "sys-module").iterdir():
             shutil.rmtree(entry)
         for entry in (self.root / "dev").glob("nvidia*"):
             entry.unlink()
+        _new_boot_id(self.root)
 
     # ------------------------------------------------------------------ inspection
 
@@ -270,6 +288,51 @@ def gpus_of(count, model="NVIDIA A100-SXM4-80GB", **faults):
     return [{"name": model, "uuid": f"GPU-{i:08x}-7a1e-4c3d-9b8a-{0x1c2d3e4f5a60 + i:012x}",
              "bus": f"00000000:{0x18 + 0x10 * i:02X}:00.0", "memory_mib": 81920, "fault": faults.get(str(i))}
             for i in range(count)]
+
+
+# Runs ARGV under strace -f; when ARGV's process has exited, ends what it left running
+# that strace still traces (rootless Podman's pause process lives until the node's
+# "boot" ends, and strace -f would wait for it), by pid, so that strace finishes its file.
+_TRACED = r"""
+trace=$1; shift
+pidfile=$(mktemp)
+strace -f -qq -e trace=execve -e signal=none -o "$trace" -- sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" &
+tracer=$!
+until [ -s "$pidfile" ]; do sleep 0.01; done
+child=$(cat "$pidfile"); rm -f "$pidfile"
+while [ -e "/proc/$child" ] && ! grep -q '^State:.*zombie' "/proc/$child/status" 2>/dev/null; do sleep 0.02; done
+for status in /proc/[0-9]*/status; do
+    pid=${status#/proc/}; pid=${pid%/status}
+    if grep -q "^TracerPid:[[:space:]]*$tracer$" "$status" 2>/dev/null; then kill -9 "$pid" 2>/dev/null; fi
+done
+wait "$tracer"
+"""
+_EXECVE_RE = re.compile(r'^(\d+)\s+execve\("([^"]*)", \["([^"]*)"(?:, "([^"]*)")?')
+
+
+def exec_counts(trace):
+    """The processes `strace -f -e trace=execve` saw started, by the program each ended
+    up running: Counter {name: processes}. A process that execs again (a wrapper script,
+    setpriv, rootless Podman re-executing /proc/self/exe) is one process, named by its
+    last program. Successful execs only (a PATH search's failed tries are not runs). The
+    key "(containers)" counts the containers started: conmon runs, but `conmon
+    --version`, which every podman command runs."""
+    last = {}
+    for line in trace.splitlines()[1:]:  # the first: the `sh` that writes the pid file
+        match = _EXECVE_RE.match(line)
+        if not match or not line.rstrip().endswith("= 0"):
+            continue
+        pid, path, argv0, argv1 = match.groups()
+        last[pid] = (os.path.basename(argv0 if path.startswith("/proc/") else path), argv1)
+    counts = collections.Counter(name for name, _ in last.values())
+    counts["(containers)"] = sum(1 for name, arg in last.values() if name == "conmon" and arg != "--version")
+    return counts
+
+
+def _new_boot_id(root):
+    """A boot id as the kernel writes one (a random UUID), bound over the node's
+    /proc/sys/kernel/random/boot_id by `enter`."""
+    (Path(root) / "boot_id").write_text(f"{uuid.uuid4()}\n")
 
 
 def _repo_file(assets, name, release):

@@ -24,6 +24,7 @@ _PATHS = (
     "PROC_MODULES",
     "LIB_MODULES",
     "OSRELEASE",
+    "BOOT_ID",
     "DEV",
     "SYS_DRIVER_VERSION",
     "PROC_DRIVER_VERSION",
@@ -77,6 +78,7 @@ def host(tmp_path, monkeypatch):
     for name in _PATHS:
         monkeypatch.setattr(nvgpu_node, name, str(node.path(getattr(nvgpu_node, name))))
     monkeypatch.setattr(nvgpu_node, "CDI_DIRS", tuple(str(node.path(d)) for d in nvgpu_node.CDI_DIRS))
+    monkeypatch.setattr(nvgpu_node, "OCI_HOOK_DIRS", tuple(str(node.path(d)) for d in nvgpu_node.OCI_HOOK_DIRS))
     monkeypatch.setattr(nvgpu_node, "SUBID_FILES", {k: str(node.path(v)) for k, v in nvgpu_node.SUBID_FILES.items()})
     for directory in ("/sys/module", "/dev", "/lib/modules", "/etc/dnf/modules.d"):
         node.path(directory).mkdir(parents=True)

@@ -7,6 +7,7 @@ pillar check. The node's files are a temporary tree, commands go to the fake
 
 import json
 import os
+import shutil
 
 import nvgpu_failures
 import nvgpu_node
@@ -37,7 +38,10 @@ def configure_loader_modules(nvgpu, run_all, which):
                  "nvgpu_health.gpus": real("_modules/nvgpu_health.py").gpus,
                  "nvgpu_cuda.vector_add_each": real("_modules/nvgpu_cuda.py").vector_add_each,
                  "nvgpu_toolkit.cdi_spec": real("_modules/nvgpu_toolkit.py").cdi_spec,
-                 "nvgpu_selinux.container_type": real("_modules/nvgpu_selinux.py").container_type}
+                 "nvgpu_selinux.container_type": real("_modules/nvgpu_selinux.py").container_type,
+                 "nvgpu_selinux.mode": real("_modules/nvgpu_selinux.py").mode,
+                 "nvgpu_selinux.policy_modules": real("_modules/nvgpu_selinux.py").policy_modules,
+                 "nvgpu_selinux.boolean": real("_modules/nvgpu_selinux.py").boolean}
     return {
         nvgpu: {
             "__salt__": FakeSalt(functions=functions, run_all=run_all),
@@ -576,16 +580,26 @@ class TestParseVectorAdd:
         assert nvgpu._parse_vector_add("", "Test PASSED\n")["passed_text"]
 
 
+SETPRIV = shutil.which("setpriv", path=nvgpu_node.USER_PATH)
+
+
+def as_user(uid, gid, *argv):
+    """argv as run_vector_add runs it as a rootless user: through setpriv (util-linux)."""
+    return [SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
+
+
 def podman(run_all, version="4.9.4", stdout=VECTOR_ADD_PASSED, stderr="", retcode=0):
-    """Podman ``version`` that answers ``podman run`` with the given output."""
+    """Podman ``version`` that answers ``podman run`` (as root or as a user) with the given output."""
     run_all.on(PODMAN, "--version", stdout=f"podman version {version}\n")
     run_all.on(PODMAN, "run", stdout=stdout, stderr=stderr, retcode=retcode)
+    run_all.on(SETPRIV, stdout=stdout, stderr=stderr, retcode=retcode)
     return run_all
 
 
 def runs(run_all):
-    """The ``podman run`` calls: [(argv, kwargs)]."""
-    return [(argv, kwargs) for argv, kwargs in run_all.calls if argv[1:2] == ["run"]]
+    """The ``podman run`` calls, as root or through setpriv as a user: [(argv, kwargs)]."""
+    return [(argv, kwargs) for argv, kwargs in run_all.calls
+            if argv[1:2] == ["run"] or (argv[0] == SETPRIV and argv[argv.index("--") + 2:][:1] == ["run"])]
 
 
 @pytest.fixture
@@ -663,9 +677,12 @@ class TestRunVectorAdd:
         ret = nvgpu.run_vector_add(image=IMAGE, user="gpuuser", mode="hook")
         assert ret["command"] == [PODMAN, "run", "--rm", "--pull=missing", "--network=none", *ROOTLESS, IMAGE]
         assert "--privileged" not in ret["command"]
-        kwargs = runs(run_all)[0][1]
-        assert kwargs["runas"] == "gpuuser"
-        assert kwargs["env"] == {"HOME": str(gpuuser)}
+        (argv, kwargs), = runs(run_all)
+        # Podman itself as the user (setpriv execs it: no su, no login shell, no PAM).
+        assert argv == as_user(2001, 2001, *ret["command"])
+        assert "runas" not in kwargs
+        assert kwargs["env"] == {"HOME": str(gpuuser), "USER": "gpuuser", "LOGNAME": "gpuuser",
+                                 "PATH": nvgpu_node.USER_PATH}
         assert kwargs["cwd"] == str(gpuuser)
         assert kwargs["clean_env"] is True
         assert kwargs["python_shell"] is False
@@ -694,7 +711,7 @@ class TestRunVectorAdd:
         monkeypatch.setattr(os.path, "isdir", lambda path: path == "/run/user/2001" or isdir(path))
         podman(run_all)
         nvgpu.run_vector_add(image=IMAGE, user="gpuuser", mode="cdi")
-        assert runs(run_all)[0][1]["env"] == {"HOME": str(gpuuser), "XDG_RUNTIME_DIR": "/run/user/2001"}
+        assert runs(run_all)[0][1]["env"]["XDG_RUNTIME_DIR"] == "/run/user/2001"
 
     def test_rootless_without_home_runs_in_root_dir(self, nvgpu, run_all, gpuuser):
         gpuuser.rmdir()
@@ -913,3 +930,60 @@ class TestEachGpu:
     def test_bad_gpus_are_refused(self, nvgpu, bad):
         with pytest.raises(SaltInvocationError, match="gpus must be all, each"):
             nvgpu.run_vector_add(image=IMAGE, gpus=bad)
+
+
+class TestValidationInputs:
+    """What the validation state compares between runs: read from the node's files, the
+    image's id from Podman (as the user, through setpriv, for a rootless one)."""
+
+    @pytest.fixture
+    def node(self, nvgpu, host, run_all, which, gpuuser):
+        host.write("/proc/sys/kernel/random/boot_id", "b0a7\n")
+        host.write("/sys/module/nvidia/version", "580.105.08\n")
+        host.write("/etc/cdi/nvidia.yaml", "cdiVersion: 0.5.0\n")
+        host.write("/etc/nvidia-container-runtime/config.toml", "[nvidia-container-cli]\n")
+        host.write("/etc/subuid", "gpuuser:100000:65536\nother:165536:65536\n")
+        host.write("/etc/subgid", "gpuuser:100000:65536\n")
+        host.write("/usr/bin/podman", "")
+        nvgpu.__salt__.set("nvgpu_selinux.mode", "Disabled")
+        run_all.on(PODMAN, "image", "inspect", stdout="sha256:root\n")
+        run_all.on(SETPRIV, stdout="sha256:user\n")
+        return host
+
+    def test_root(self, nvgpu, node, run_all):
+        got = nvgpu.validation_inputs(image=IMAGE, mode="cdi")
+        assert got["boot_id"] == "b0a7" and got["driver"] == "580.105.08"
+        assert list(got["cdi_specs"]) == [str(node.path("/etc/cdi/nvidia.yaml"))]
+        assert got["oci_hooks"] == {} and got["toolkit_config"]
+        assert got["selinux"] == {"mode": "Disabled"}
+        assert got["image_id"] == "sha256:root" and got["subuid"] is None
+        assert run_all.argvs == [[PODMAN, "image", "inspect", "--format", "{{.Id}}", IMAGE]]
+
+    def test_rootless_reads_the_users_storage_and_ranges(self, nvgpu, node, run_all):
+        got = nvgpu.validation_inputs(user="gpuuser", image=IMAGE, mode="cdi")
+        assert got["image_id"] == "sha256:user"
+        assert got["subuid"] == got["subgid"] == [[100000, 65536]]
+        assert run_all.argvs == [as_user(2001, 2001, PODMAN, "image", "inspect", "--format", "{{.Id}}", IMAGE)]
+
+    def test_each_file_it_depends_on_changes_it(self, nvgpu, node):
+        before = nvgpu.validation_inputs(image=IMAGE)
+        for path, text in (("/etc/cdi/nvidia.yaml", "cdiVersion: 0.6.0\n"),
+                           ("/usr/share/containers/oci/hooks.d/oci-nvidia-hook.json", "{}\n"),
+                           ("/etc/nvidia-container-runtime/config.toml", "[nvidia-container-cli]\nno-cgroups = true\n"),
+                           ("/proc/sys/kernel/random/boot_id", "c0ffee\n"),
+                           ("/sys/module/nvidia/version", "550.127.08\n")):
+            node.write(path, text)
+            after = nvgpu.validation_inputs(image=IMAGE)
+            assert after != before, path
+            before = after
+
+    def test_selinux_on_adds_its_modules_and_boolean(self, nvgpu, node):
+        nvgpu.__salt__.set("nvgpu_selinux.mode", "Enforcing")
+        nvgpu.__salt__.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])
+        nvgpu.__salt__.set("nvgpu_selinux.boolean", None)
+        assert nvgpu.validation_inputs(image=IMAGE)["selinux"] == {
+            "mode": "Enforcing", "modules": ["container", "nvidia-container"], "boolean": None}
+
+    def test_missing_image_has_no_id(self, nvgpu, node, run_all):
+        run_all.on(PODMAN, "image", "inspect", retcode=125, stderr="Error: no such image")
+        assert nvgpu.validation_inputs(image=IMAGE)["image_id"] is None

@@ -4,6 +4,9 @@ read as real files in a temporary tree; changed only through ``usermod``, which 
 ``cmd.run_all`` carries out on those files.
 """
 
+import shutil
+
+import nvgpu_node
 import pytest
 import salt.modules.useradd
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -133,12 +136,14 @@ class TestMigrate:
         which.tools.add("podman")
         home = tmp_path / "home" / "gpuuser"
         home.mkdir(parents=True)
-        rootless.__salt__.set("user.info", {"home": str(home), "uid": 2001})
-        run_all.on(which.path("podman"), "system", "migrate")
+        rootless.__salt__.set("user.info", {"home": str(home), "uid": 2001, "gid": 2001})
+        setpriv = shutil.which("setpriv", path=nvgpu_node.USER_PATH)
+        run_all.on(setpriv)
         assert rootless.migrate("gpuuser") is True
         (argv, kwargs), = run_all.calls
-        assert argv == [which.path("podman"), "system", "migrate"]
-        assert kwargs["runas"] == "gpuuser" and kwargs["cwd"] == str(home) and kwargs["clean_env"] is True
+        assert argv == [setpriv, "--reuid=2001", "--regid=2001", "--init-groups", "--",
+                        which.path("podman"), "system", "migrate"]
+        assert "runas" not in kwargs and kwargs["cwd"] == str(home) and kwargs["clean_env"] is True
         assert kwargs["env"]["HOME"] == str(home)
 
     def test_without_podman_runs_nothing(self, rootless, run_all, which):

@@ -67,6 +67,16 @@ def test_policy_modules_failure(selinux, run_all):
         selinux.policy_modules()
 
 
+def test_policy_modules_read_once_per_run_until_an_install(selinux, run_all):
+    listed = ["abrt\n", "abrt\nnvidia-container\n"]
+    run_all.on("semodule", "-l", effect=lambda argv, kwargs: {"retcode": 0, "stdout": listed[0], "stderr": ""})
+    run_all.on("semodule", "-i", effect=lambda argv, kwargs: listed.pop(0) and None)
+    assert selinux.policy_modules() == selinux.policy_modules() == ["abrt"]
+    selinux.install_policy("/root/nvidia-container.pp")
+    assert selinux.policy_modules() == ["abrt", "nvidia-container"]
+    assert run_all.argvs == [["semodule", "-l"], ["semodule", "-i", "/root/nvidia-container.pp"], ["semodule", "-l"]]
+
+
 def test_install_policy(selinux, run_all):
     run_all.on("semodule", "-i")
     assert selinux.install_policy("/root/nvidia-container.pp") is True
@@ -146,7 +156,8 @@ class TestBooleanAndMethod:
         run_all.on("getenforce", stdout="Disabled\n")
         assert selinux.boolean() is None
         assert selinux.method() == "module"
-        assert [argv for argv, _ in run_all.calls] == [["getenforce"], ["getenforce"]]
+        # getenforce once: the mode is read once per run (__context__).
+        assert [argv for argv, _ in run_all.calls] == [["getenforce"]]
 
     @pytest.mark.parametrize("configured", ["boolean", "module"])
     def test_explicit_method_is_not_checked_on_the_node(self, selinux, run_all, configured):

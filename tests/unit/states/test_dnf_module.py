@@ -225,3 +225,47 @@ class TestFailures:
         assert ret["result"] is False
         assert "/etc/dnf/modules.d/nvidia-driver.module" in ret["comment"]
         assert "dnf module install nvidia-driver:latest-dkms/default" in ret["comment"]
+
+
+class TestDnfCheckOnlyWhenPackagesChanged:
+    """dnf check's answer depends on the rpm database alone: after a clean check, the same
+    installed packages (pkg.list_pkgs, read once per run by Salt) need no dnf process."""
+
+    @pytest.fixture
+    def packages(self, mods, opts, tmp_path):
+        import salt.modules.yumpkg
+
+        mods.add("pkg.list_pkgs", salt.modules.yumpkg.list_pkgs)
+        opts["cachedir"] = str(tmp_path)
+        installed = {"nvidia-driver": [{"epoch": "3", "version": "580.105.08", "release": "1.el8", "arch": "x86_64"}]}
+        mods.set("pkg.list_pkgs", lambda **_: installed)
+        mods.set("dnf_module.info", stream("latest-dkms", ["default"], "enabled"))
+        return installed
+
+    def test_same_packages_after_a_clean_check_run_no_dnf(self, st, mods, packages):
+        mods.set("dnf_module.problems", [])
+        for _ in range(3):
+            assert st.installed("nvidia-driver", "latest-dkms")["result"] is True
+        assert len(mods.called("dnf_module.problems")) == 1
+
+    def test_changed_packages_check_again(self, st, mods, packages):
+        mods.set("dnf_module.problems", [])
+        st.installed("nvidia-driver", "latest-dkms")
+        packages["nvidia-driver"][0]["version"] = "550.127.08"
+        st.installed("nvidia-driver", "latest-dkms")
+        assert len(mods.called("dnf_module.problems")) == 2
+
+    def test_a_check_that_found_problems_is_not_remembered(self, st, mods, packages):
+        mods.set("dnf_module.problems", HALF_SWITCHED)
+        mods.set("dnf_module.switch_to", None)
+        st.installed("nvidia-driver", "latest-dkms")
+        st.installed("nvidia-driver", "latest-dkms")
+        assert len(mods.called("dnf_module.problems")) >= 3
+
+    def test_test_mode_records_nothing(self, st, mods, opts, packages, tmp_path):
+        opts["test"] = True
+        mods.set("dnf_module.problems", [])
+        st.installed("nvidia-driver", "latest-dkms")
+        st.installed("nvidia-driver", "latest-dkms")
+        assert len(mods.called("dnf_module.problems")) == 2
+        assert not (tmp_path / "nvgpu").exists()

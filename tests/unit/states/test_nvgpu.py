@@ -5,7 +5,11 @@ function that changes the node); a converged node (no changes, no action); failu
 comments that say what to do. Real runs are in tests/functional/.
 """
 
+import glob
 import hashlib
+import json
+import os
+import re
 
 import nvgpu_node
 import pytest
@@ -925,12 +929,29 @@ PASSED = {"passed": True, "elements": 50000, "blocks": 196, "threads": 256, "mod
           "diagnosis": None, "user": None}
 
 
+# What nvgpu.validation_inputs reads on a converged node (a subset of its keys is enough here).
+INPUTS = {"boot_id": "b1", "driver": "580.105.08", "cdi_specs": {"/etc/cdi/nvidia.yaml": "aa"}, "oci_hooks": {},
+          "toolkit_config": "cc", "selinux": {"mode": "Disabled"}, "image_id": "ii", "subuid": None, "subgid": None}
+
+
+@pytest.fixture
+def node_inputs(mods, opts, tmp_path):
+    """Salt's cachedir in a temporary directory, and what the node's inputs are now (a
+    dict the test may change between runs)."""
+    opts["cachedir"] = str(tmp_path / "cache")
+    now = dict(INPUTS)
+    mods.set("nvgpu.validation_inputs", lambda **_: dict(now))
+    return now
+
+
+@pytest.mark.usefixtures("node_inputs")
 class TestVectorAddPasses:
     def test_passes(self, st, mods):
         mods.set("nvgpu.run_vector_add", PASSED)
         ret = st.vector_add_passes("root", image="localhost:5000/x:v1")
         assert ret["result"] is True and ret["changes"] == {}
-        assert ret["comment"] == "Vector add PASSED as root (mode cdi, 50000 elements, 196 blocks of 256 threads, 0.6 s)"
+        assert ret["comment"] == ("Vector add PASSED as root (mode cdi, 50000 elements, 196 blocks of 256 threads, "
+                                  "0.6 s; ran: no earlier run recorded)")
         assert mods.called("nvgpu.run_vector_add") == [
             ((), {"user": None, "mode": "auto", "timeout": 300, "pull": "missing", "image": "localhost:5000/x:v1"})]
 
@@ -991,5 +1012,104 @@ class TestVectorAddPasses:
         opts["test"] = True
         ret = st.vector_add_passes("root", mode="cdi")
         assert ret["result"] is None and ret["changes"] == {}
-        assert ret["comment"] == "The vector add would run as root (mode cdi, image default)"
+        assert ret["comment"] == "The vector add would run as root (mode cdi, image default; no earlier run recorded)"
+        assert mods.names() == ["nvgpu.validation_inputs"]
+
+
+@pytest.mark.usefixtures("node_inputs")
+class TestValidateWhenChanged:
+    def passed_once(self, st, mods, **kwargs):
+        mods.set("nvgpu.run_vector_add", PASSED)
+        assert st.vector_add_passes("v", **kwargs)["result"] is True
+        assert len(mods.called("nvgpu.run_vector_add")) == 1
+
+    def test_same_inputs_after_a_pass_skip_the_container(self, st, mods):
+        self.passed_once(st, mods, user="gpuuser")
+        ret = st.vector_add_passes("v", user="gpuuser")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert len(mods.called("nvgpu.run_vector_add")) == 1
+        assert re.fullmatch(r"Vector add as gpuuser \(rootless\) skipped: it last PASSED at "
+                            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ and nothing it depends on changed since .*",
+                            ret["comment"]), ret["comment"]
+
+    @pytest.mark.parametrize("key, value, words", [
+        ("boot_id", "b2", "boot (boot id)"), ("driver", "550.127.08", "loaded driver version"),
+        ("cdi_specs", {"/etc/cdi/nvidia.yaml": "ab"}, "CDI spec"), ("oci_hooks", {"/x.json": "h"}, "OCI hook file"),
+        ("toolkit_config", None, "toolkit config"), ("image_id", None, "image id"),
+        ("subuid", [[100000, 65536]], "subuid ranges"), ("selinux", {"mode": "Enforcing"}, "SELinux"),
+    ])
+    def test_any_input_changed_runs_again_and_says_which(self, st, mods, node_inputs, key, value, words):
+        self.passed_once(st, mods)
+        node_inputs[key] = value
+        ret = st.vector_add_passes("v")
+        assert len(mods.called("nvgpu.run_vector_add")) == 2
+        assert ret["result"] is True
+        assert f"ran: changed since it last passed: {words}" in ret["comment"], ret["comment"]
+        # What it passed with now is the new record: the next run skips.
+        st.vector_add_passes("v")
+        assert len(mods.called("nvgpu.run_vector_add")) == 2
+
+    def test_a_failed_last_run_runs_again(self, st, mods):
+        failed = dict(PASSED, passed=False, retcode=1, diagnosis=None)
+        mods.set("nvgpu.run_vector_add", failed, PASSED)
+        assert st.vector_add_passes("v")["result"] is False
+        ret = st.vector_add_passes("v")
+        assert len(mods.called("nvgpu.run_vector_add")) == 2
+        assert "failed" in ret["comment"] and ret["result"] is True
+
+    def test_always_runs_every_time(self, st, mods):
+        self.passed_once(st, mods)
+        ret = st.vector_add_passes("v", when="always")
+        assert len(mods.called("nvgpu.run_vector_add")) == 2
+        assert "ran: gpu:validate:when is always" in ret["comment"]
+
+    def test_a_failure_under_always_is_recorded_so_changed_runs_again(self, st, mods):
+        self.passed_once(st, mods)
+        mods.set("nvgpu.run_vector_add", dict(PASSED, passed=False, retcode=1, diagnosis=None), PASSED)
+        assert st.vector_add_passes("v", when="always")["result"] is False
+        st.vector_add_passes("v")
+        assert len(mods.called("nvgpu.run_vector_add")) == 3
+
+    def test_another_image_or_user_is_another_record(self, st, mods):
+        self.passed_once(st, mods)
+        st.vector_add_passes("v", image="localhost:5000/other:v1")
+        st.vector_add_passes("v", user="gpuuser")
+        assert len(mods.called("nvgpu.run_vector_add")) == 3
+
+    def test_test_mode_says_skip_or_run_exactly(self, st, mods, opts, node_inputs):
+        self.passed_once(st, mods)
+        opts["test"] = True
+        ret = st.vector_add_passes("v")
+        assert ret["result"] is True and "skipped" in ret["comment"]
+        node_inputs["boot_id"] = "b2"
+        ret = st.vector_add_passes("v")
+        assert ret["result"] is None
+        assert ret["comment"].endswith("changed since it last passed: boot (boot id))")
+        assert len(mods.called("nvgpu.run_vector_add")) == 1
+
+    def test_record_is_written_atomically_and_a_corrupt_one_means_run(self, st, mods, opts):
+        self.passed_once(st, mods)
+        (record,) = glob.glob(os.path.join(opts["cachedir"], "nvgpu", "validate", "root-*.json"))
+        data = json.loads(open(record).read())
+        assert data["passed"] is True and data["inputs"] == INPUTS
+        assert os.stat(record).st_mode & 0o777 == 0o600
+        assert os.listdir(os.path.dirname(record)) == [os.path.basename(record)]
+        open(record, "w").write("{half")
+        st.vector_add_passes("v")
+        assert len(mods.called("nvgpu.run_vector_add")) == 2
+
+    def test_inputs_not_readable_yet_means_run_and_test_mode_says_why(self, st, mods, opts):
+        mods.set("nvgpu.validation_inputs", SaltInvocationError("no such user 'gpuuser'"))
+        opts["test"] = True
+        ret = st.vector_add_passes("v", user="gpuuser")
+        assert ret["result"] is None
+        assert ret["comment"].endswith("what it depends on could not be read: no such user 'gpuuser')")
+        opts["test"] = False
+        mods.set("nvgpu.run_vector_add", PASSED)
+        ret = st.vector_add_passes("v", user="gpuuser")
+        assert ret["result"] is True and len(mods.called("nvgpu.run_vector_add")) == 1
+
+    def test_bad_when(self, st, mods):
+        ret = st.vector_add_passes("v", when="sometimes")
+        assert ret["result"] is False and "gpu:validate:when" in ret["comment"]
         assert mods.calls == []

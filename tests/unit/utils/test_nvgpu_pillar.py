@@ -323,6 +323,7 @@ GOOD = [
     *[at("validate:pull", pull) for pull in ("always", "missing", "never", "newer")],
     at("validate:gpus", "all"),
     at("validate:gpus", "each"),
+    *[at("validate:when", when) for when in ("changed", "always")],
     {"rootless_users": [{"name": "a", "uid": 1000, "gid": 1000, "subuid_start": 100000, "subuid_count": 65536},
                         {"name": "b", "uid": "2147483647", "subuid_start": 165536, "subuid_count": 1},
                         {"name": "c", "subuid_start": 4294967295 - 65536}]},
@@ -406,6 +407,7 @@ BAD_OTHER = [
         0, -1, 86401, float("inf"), float("nan"), "300", True, None, 10**400)],
     *[_simple("validate:pull", value) for value in ("Always", "missing\n", "", None, True, ["always"])],
     *[_simple("validate:gpus", value) for value in ("Each", "0", 0, "", None, True, ["each"], "GPU-1234")],
+    *[_simple("validate:when", value) for value in ("Changed", "never", "", None, True, ["always"])],
 ]
 
 

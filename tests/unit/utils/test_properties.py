@@ -185,7 +185,8 @@ SECTION_VALUES = {
         "enabled": st.booleans(), "image": st.one_of(st.none(), image),
         "mode": st.one_of(st.none(), st.sampled_from(nvgpu_node.MODES)),
         "timeout": st.one_of(st.integers(1, 86400), st.floats(0.001, 86400)),
-        "pull": st.sampled_from(nvgpu_node.PULL_POLICIES)}),
+        "pull": st.sampled_from(nvgpu_node.PULL_POLICIES),
+        "when": st.sampled_from(nvgpu_node.VALIDATE_WHEN)}),
 }
 valid_pillar = st.fixed_dictionaries({}, optional=SECTION_VALUES)
 release = st.sampled_from(["8", "9"])
@@ -247,6 +248,7 @@ INVALID = {
     "validate:timeout": st.one_of(st.integers(max_value=0), st.integers(86401), st.floats(86400.01),
                                   st.just(float("nan")), st.text(max_size=4), st.booleans()),
     "validate:pull": st.one_of(st.text(max_size=8).filter(lambda p: p not in nvgpu_node.PULL_POLICIES), st.none()),
+    "validate:when": st.one_of(st.text(max_size=8).filter(lambda w: w not in nvgpu_node.VALIDATE_WHEN), st.none()),
     "rootless_users": st.one_of(st.text(), st.integers(), st.dictionaries(st.text(), st.text(), max_size=2)),
 }
 

@@ -336,7 +336,8 @@ def report(tgt="*", tgt_type="glob", check="doctor", users=False, image=None, mo
           "nodes": {id: {
             "status": "ok" | "failing" | "reboot_required" | "no_return",
             "driver_version": str | None,       # the loaded driver (else the grain's)
-            "stream": str | None,               # the enabled nvidia-driver module stream
+            "stream": str | None,               # the enabled nvidia-driver module stream (None on
+                                                # RHEL 10: no streams, the driver version tells the branch)
             "gpu_model": str | None, "gpu_count": int | None,
             "reboot_required": bool,            # grain nvgpu:reboot_required (absent: False)
             "layer": str, "check": str | None, "cause": str, "fix": str,   # when not ok

@@ -4,7 +4,9 @@
  * kernel computed on the CPU. STANDIN_CUDA_FAIL=<call>:<code> makes that call fail with
  * that CUresult; STANDIN_CUDA_FAIL=wrong-sum makes the kernel write a wrong element;
  * STANDIN_CUDA_FAIL=hang makes cuInit never return, like a driver stuck on a hung GPU;
- * STANDIN_CUDA_FAIL=crash makes it abort the process.
+ * STANDIN_CUDA_FAIL=crash makes it abort the process. On an NVSwitch node whose fabric the
+ * fabric manager has not trained (the simulated node's /sys/module/nvidia/fabric_state,
+ * see tests/node/standins/nvstandin), cuInit fails with 802, as real CUDA does.
  * Several GPUs: STANDIN_CUDA_GPUS=UUID,UUID,... (default: one), narrowed by CUDA_VISIBLE_DEVICES
  * (UUIDs or indexes) as the real driver does; STANDIN_CUDA_BAD_GPU=UUID:CODE makes the first
  * allocation in a context on that GPU fail with CODE (214: an uncorrectable ECC error).
@@ -72,6 +74,7 @@ CUresult cuGetErrorName(CUresult code, const char **out)
     case 214: *out = "CUDA_ERROR_ECC_UNCORRECTABLE"; return 0;
     case 222: *out = "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"; return 0;
     case 719: *out = "CUDA_ERROR_LAUNCH_FAILED"; return 0;
+    case 802: *out = "CUDA_ERROR_SYSTEM_NOT_READY"; return 0;
     case 999: *out = "CUDA_ERROR_UNKNOWN"; return 0;
     }
     return 1;
@@ -84,9 +87,24 @@ CUresult cuGetErrorString(CUresult code, const char **out)
     case 214: *out = "uncorrectable ECC error encountered"; return 0;
     case 222: *out = "the provided PTX was compiled with an unsupported toolchain."; return 0;
     case 719: *out = "unspecified launch failure"; return 0;
+    /* cudaErrorSystemNotReady's text, as CUDA prints it (dstack#2348, FACTS.md "Real fleets") */
+    case 802: *out = "system not yet initialized"; return 0;
     case 999: *out = "unknown error"; return 0;
     }
     return 1;
+}
+
+/* The GPUs' NVLink fabric: absent where there are no NVSwitches, else trained or not. */
+static int fabric_ready(void)
+{
+    char state[32] = "";
+    FILE *f = fopen("/sys/module/nvidia/fabric_state", "r");
+    if (!f)
+        return 1;
+    if (!fgets(state, sizeof state, f))
+        state[0] = 0;
+    fclose(f);
+    return strncmp(state, "Completed", 9) == 0;
 }
 
 CUresult cuDriverGetVersion(int *v) { *v = 13000; return 0; }
@@ -101,6 +119,8 @@ CUresult cuInit(unsigned flags)
     enumerate();
     if (!fail("cuInit") && gpu_count == 0)
         return 100;
+    if (!fabric_ready())
+        return 802;
     return fail("cuInit");
 }
 CUresult cuDeviceGet(int *dev, int ordinal)

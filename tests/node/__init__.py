@@ -28,6 +28,7 @@ SALT_CALL = Path(sys.executable).parent / "salt-call"
 # `efivars`, seen at /sys/firmware/efi/efivars).
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 MOK_LIST_VAR = "MokListRT-605dab50-e046-4300-abb6-3dd810dd8b23"
+NVSWITCH_PCI_DEVICE = "0x22a3"  # H100/H200-generation NVSwitch (FACTS.md, "Real fleets")
 # The character devices a minimal /dev needs (runc and Podman use them).
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
            "tty": (5, 0), "fuse": (10, 229), "net/tun": (10, 200)}
@@ -252,13 +253,41 @@ class Node:
         return seen
 
     def reboot(self):
-        """What a reboot forgets: loaded modules and the device nodes they created; and
-        the kernel's boot id (/proc/sys/kernel/random/boot_id) is a new one."""
+        """What a reboot forgets: loaded modules and the device nodes they created, which units
+        were active or failed; the kernel's boot id (/proc/sys/kernel/random/boot_id) is a new
+        one; then, as systemd at boot, every enabled unit is started (the stand-in systemctl,
+        see nvstandin) and stays active or fails as its daemon decides."""
         for entry in (self.root / "sys-module").iterdir():
             shutil.rmtree(entry)
         for entry in (self.root / "dev").glob("nvidia*"):
             entry.unlink()
         _new_boot_id(self.root)
+        if self.exists("/usr/bin/systemctl"):
+            self.run(["systemctl", "--standin-boot"], check=True)
+
+    def add_nvswitches(self, count=4, device=NVSWITCH_PCI_DEVICE):
+        """Make this an HGX node: `count` NVSwitch chips on its PCI bus (an HGX H100/H200
+        board has 4), which need the fabric manager before CUDA works. After set_gpus
+        (which replaces the PCI bus); without it, the node gets the default GPU first."""
+        if not (self.root / "hardware" / "pci-devices").is_dir():
+            self.set_gpus(gpus_of(1))
+        for i in range(count):
+            path = self.root / "hardware" / "pci-devices" / f"0000:{0xc5 + i:02x}:00.0"
+            path.mkdir()
+            for name, value in (("vendor", "0x10de"), ("device", device), ("class", "0x068000")):
+                (path / name).write_text(value + "\n")
+
+    def hold_gpu(self, name="cuda-job"):
+        """A process (`name`) keeps /dev/nvidia* open, as a running CUDA job does: the loaded
+        nvidia module cannot be unloaded until release_gpu or a reboot."""
+        users = self.root / "sys-module" / "nvidia" / "standin_users"
+        if not users.parent.is_dir():
+            raise AssertionError("hold_gpu: the nvidia module is not loaded")
+        users.mkdir(exist_ok=True)
+        (users / name).write_text(name + "\n")
+
+    def release_gpu(self, name="cuda-job"):
+        (self.root / "sys-module" / "nvidia" / "standin_users" / name).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ inspection
 
@@ -378,10 +407,12 @@ def _build_golden(assets, golden, rel):
         # Debian's rpm keeps its database in ~/.rpmdb; RHEL's is /var/lib/rpm.
         "rpm/macros.dbpath": "%_dbpath /var/lib/rpm\n",
         "yum.repos.d/nvgpu-baseos.repo": _repo_file(assets, "baseos", rel),
-        # This machine's kernel: runc (crun refuses its cgroups), rlimits it accepts.
+        # This machine's kernel: runc (crun refuses its cgroups), rlimits it accepts. A
+        # container on a real host sees the host kernel's /sys/module; here that is the node's.
         "containers/containers.conf": textwrap.dedent("""\
             [containers]
             default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+            volumes = ["/sys/module:/sys/module:ro"]
             [engine]
             runtime = "runc"
             cgroup_manager = "cgroupfs"
@@ -397,13 +428,18 @@ def _build_golden(assets, golden, rel):
     for path, text in files.items():
         (etc / path).parent.mkdir(parents=True, exist_ok=True)
         (etc / path).write_text(text)
+    # systemd's unit directories start empty: this machine's units are not the node's (the
+    # stand-in systemctl would start them), only what the node's packages install.
+    for unit_dir in ("usr.upper/lib/systemd/system", "etc.upper/systemd/system"):
+        (golden / unit_dir).mkdir(parents=True)
+        os.setxattr(golden / unit_dir, "trusted.overlay.opaque", b"y")
     # Hidden from the node until their packages are installed: Podman, and Debian's identity.
     for whiteout in ("usr.upper/bin/podman", "etc.upper/debian_version"):
         (golden / whiteout).parent.mkdir(parents=True, exist_ok=True)
         os.mknod(golden / whiteout, stat.S_IFCHR, os.makedev(0, 0))
     node = Node(golden, assets, rel.major)
     node.run(["dnf", "-y", "-q", f"--releasever={rel.major}", "install", "redhat-release", "bash", "kmod", "dracut",
-              "mokutil"],
+              "mokutil", "systemd"],
              check=True)
     # The installed kernel's initramfs, as its package's scriptlet builds it: no blacklist yet.
     node.run(["dracut", "-f", "--kver", rel.kernel_release], check=True)

@@ -263,6 +263,37 @@ def _driver_packages(stream, version, kmod, dist="el8"):
                 f"/usr/lib/firmware/nvidia/{version}/gsp_tu10x.bin": f"gsp firmware {version}\n"}
     dkms_src = {f"/usr/src/nvidia-{version}/dkms.conf": f'PACKAGE_NAME="nvidia"\nPACKAGE_VERSION="{version}"\n'}
     common = dict(epoch=epoch, release=f"1.{dist}")
+    # The services' unit files as NVIDIA's packages ship them (Fabric Manager User Guide;
+    # the nvidia-persistenced RPM of the CUDA repo).
+    persistenced_unit = textwrap.dedent("""\
+        [Unit]
+        Description=NVIDIA Persistence Daemon
+        Wants=syslog.target
+
+        [Service]
+        Type=forking
+        ExecStart=/usr/bin/nvidia-persistenced --verbose
+        ExecStopPost=/bin/rm -rf /var/run/nvidia-persistenced
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
+    fabricmanager_unit = textwrap.dedent("""\
+        [Unit]
+        Description=NVIDIA fabric manager service
+        After=network-online.target
+        Requires=network-online.target
+
+        [Service]
+        User=root
+        PrivateTmp=false
+        Type=forking
+        ExecStart=/usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg
+        LimitCORE=infinity
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
     return [
         Package("nvidia-driver", version, files=firmware, requires=[f"nvidia-driver-cuda-libs {same}"], **common),
         Package("nvidia-driver-cuda-libs", version, files=libs, **common),
@@ -271,6 +302,14 @@ def _driver_packages(stream, version, kmod, dist="el8"):
                                                        "/usr/bin/nvidia-debugdump": STANDIN},
                 requires=[f"nvidia-driver-NVML {same}", f"nvidia-driver-cuda-libs {same}"], **common),
         Package("nvidia-modprobe", version, files={"/usr/bin/nvidia-modprobe": STANDIN}, **common),
+        Package("nvidia-persistenced", version, files={
+            "/usr/bin/nvidia-persistenced": STANDIN,
+            "/usr/lib/systemd/system/nvidia-persistenced.service": persistenced_unit}, **common),
+        # Not in the default profile: the stream's `fm` profile adds it (NVSwitch systems).
+        Package("nvidia-fabric-manager", version, f"1.{dist}", files={
+            "/usr/bin/nv-fabricmanager": STANDIN,
+            "/usr/share/nvidia/nvswitch/fabricmanager.cfg": "LOG_LEVEL=4\nFABRIC_MODE=0\n",
+            "/usr/lib/systemd/system/nvidia-fabricmanager.service": fabricmanager_unit}),
         Package(kmod, version, files=dkms_src, requires=["dkms", f"nvidia-driver {same}"],
                 # Like the real kmod package: DKMS builds the module for the running kernel.
                 posttrans="/usr/sbin/dkms autoinstall || :", preun="/usr/sbin/dkms-remove || :", **common),
@@ -303,6 +342,7 @@ _OS_PACKAGES = {
                "10": ("103", "4.el10")},
     "policycoreutils-python-utils": {"8": ("2.9", "24.el8"), "9": ("3.6", "2.1.el9"), "10": ("3.8", "1.el10")},
     "mokutil": {"8": ("0.3.0", "12.el8"), "9": ("0.6.0", "4.el9"), "10": ("0.7.1", "2.el10")},
+    "systemd": {"8": ("239", "78.el8"), "9": ("252", "51.el9"), "10": ("257", "9.el10")},
 }
 # Where the stand-in SELinux tools read which booleans the installed policy defines
 # (a real policy package carries them inside its .pp; see nvstandin's getsebool).
@@ -347,7 +387,10 @@ def _base_packages(rel):
         Package("kernel-devel", next_version, next_release, files={
             f"/usr/src/kernels/{next_kernel_release}/Makefile": f"# kernel {next_kernel_release}\n"},
             provides=["installonlypkg(kernel)"]),
-        os_package("kmod", files={"/usr/sbin/modprobe": STANDIN, "/usr/sbin/modinfo": STANDIN}),
+        os_package("kmod", files={"/usr/sbin/modprobe": STANDIN, "/usr/sbin/modinfo": STANDIN,
+                                  "/usr/sbin/rmmod": STANDIN}),
+        # No PID 1 here: systemctl keeps unit state in node files (see nvstandin).
+        os_package("systemd", files={"/usr/bin/systemctl": STANDIN, "/usr/bin/systemd-run": STANDIN}),
         os_package("mokutil", files={"/usr/bin/mokutil": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
         os_package("bash", provides=["/bin/sh", "/bin/bash"]),
@@ -456,15 +499,16 @@ def _cuda_repo(rel):
             branch_packages = _driver_packages(None, version, "kmod-nvidia-open-dkms", rel.dist)
             same = f"= 3:{version}-1.{rel.dist}"
             # NVIDIA's meta package: the open kernel modules and the whole driver of one version.
+            # (not the fabric manager: NVSwitch systems install it on their own)
             packages += branch_packages + [Package("nvidia-open", version, f"1.{rel.dist}", epoch="3", requires=[
-                f"{p.name} {same}" for p in branch_packages])]
+                f"{p.name} {same}" for p in branch_packages if p.name != "nvidia-fabric-manager"])]
         return packages + [cuda], None
     packages, module_docs, seen = [], [], set()
     for stream, (version, kmod) in STREAMS.items():
         stream_packages = _driver_packages(stream, version, kmod, rel.dist)
         module_docs.append(_modulemd(
             "nvidia-driver", stream, int(rel.major) * 1000000000000000000 + 20240101000000 + len(module_docs), {
-                "default": [p.name for p in stream_packages],
+                "default": [p.name for p in stream_packages if p.name != "nvidia-fabric-manager"],
                 "fm": [p.name for p in stream_packages]}, stream_packages, f"Nvidia driver for {stream} branch"))
         for package in stream_packages:
             if package.nevra not in seen:
@@ -542,6 +586,13 @@ done
 state=/run/nvgpu-standin/gpu$gpu
 if [ -f "$state" ] && [ "$(cat "$state")" != ok ]; then
     echo "Failed to allocate device vector A (error code $(cat "$state"))!" >&2
+    exit 1
+fi
+# NVSwitch systems: until the fabric manager has trained the NVLink fabric, CUDA fails with
+# cudaErrorSystemNotReady (802), whose text is "system not yet initialized" (dstack#2348).
+fabric=$(cat /sys/module/nvidia/fabric_state 2>/dev/null)
+if [ -n "$fabric" ] && [ "$fabric" != "Completed" ]; then
+    echo "Failed to allocate device vector A (error code system not yet initialized)!" >&2
     exit 1
 fi
 echo "Copy input data from the host memory to the CUDA device"

@@ -1,10 +1,12 @@
 """
 GPU grains under the key ``nvgpu``: GPU count, model, UUID, MIG mode and memory of each GPU,
-the driver version and the CUDA version the driver supports.
+the driver version and the CUDA version the driver supports; on every node also
+``nvswitch_count`` (NVSwitch chips on the PCI bus, from sysfs: their systems need the fabric
+manager) and ``reboot_required`` (the loaded driver is not the installed one).
 
 They come from NVML through nvidia-ml-py (``import pynvml``) where it imports, else from
 ``nvidia-smi --query-gpu`` CSV. Where the nvidia kernel module is not loaded there are no
-``nvgpu`` grains: nothing is asked of the driver then, since NVML or nvidia-smi run as root may
+GPU facts: nothing is asked of the driver then, since NVML or nvidia-smi run as root may
 load modules and create device nodes, and grains must not change a node. Grain loading never
 raises, and ``nvidia-smi`` gets a few seconds at most.
 
@@ -12,6 +14,7 @@ raises, and ``nvidia-smi`` gets a few seconds at most.
 
     salt '*' grains.item nvgpu
     salt -G 'nvgpu:gpus:name:NVIDIA H200' test.ping
+    salt -G 'nvgpu:reboot_required:True' test.ping
 """
 
 import ctypes
@@ -120,12 +123,16 @@ def _from_nvidia_smi():
 
 def nvgpu():
     """
-    The ``nvgpu`` grain: ``{"gpu_count", "gpus": [{"index", "name", "uuid", "mig_mode",
-    "memory_total_mib"}], "driver_version", "cuda_driver_version", "source"}``, or nothing where
-    the NVIDIA driver is not loaded.
+    The ``nvgpu`` grain: ``{"nvswitch_count", "reboot_required"}`` on every node (from sysfs
+    and two files, no driver call: the NVSwitch chips on the PCI bus, whose systems need the
+    fabric manager; whether the loaded driver differs from the installed one, so that only a
+    reboot or a reload runs the installed driver), and where the NVIDIA driver is loaded
+    also ``{"gpu_count", "gpus": [{"index", "name", "uuid", "mig_mode", "memory_total_mib"}],
+    "driver_version", "cuda_driver_version", "source"}``.
     """
+    node = {"nvswitch_count": len(nvgpu_node.nvswitches()), "reboot_required": bool(nvgpu_node.reboot_required())}
     if not nvgpu_node.module_loaded("nvidia"):
-        return {}
+        return {"nvgpu": node}
     facts = None
     try:
         facts = _from_nvml()
@@ -138,6 +145,6 @@ def nvgpu():
         # pynvml's NVMLError subclasses are made at run time; any of them means no usable GPU.
         log.debug("nvgpu grains: NVML: %s", exc)
     if not facts or not facts["gpus"]:
-        return {}
+        return {"nvgpu": node}
     facts["gpu_count"] = len(facts["gpus"])
-    return {"nvgpu": facts}
+    return {"nvgpu": {**facts, **node}}

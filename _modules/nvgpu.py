@@ -188,7 +188,12 @@ def reload_driver(uvm=True):
     Unload the loaded NVIDIA kernel modules (``modprobe -r nvidia_uvm nvidia_drm
     nvidia_modeset nvidia``, only those loaded) and load them again with
     ``load_modules``, so that the kernel runs the installed driver after an upgrade.
-    Fails while a process uses the GPU (then reboot). Returns ``load_modules``' result.
+    The driver's own daemons keep the GPU open (nvidia-persistenced, nvidia-fabricmanager):
+    those running are stopped first and left stopped (their states start them again, of
+    the new version). Fails while another process uses the GPU (then reboot): the error's
+    ``gpu_busy`` is True, and nothing was stopped when CUDA programs were seen first
+    (nvidia_uvm's reference count). Returns
+    ``load_modules``' result with ``stopped``: the daemons it stopped.
 
     CLI Example:
 
@@ -197,15 +202,73 @@ def reload_driver(uvm=True):
         salt '*' nvgpu.reload_driver
     """
     loaded = [name for name in _NVIDIA_UNLOAD_ORDER if nvgpu_node.module_loaded(name)]
+    stopped = []
+    users = nvgpu_node.cuda_processes()
+    if users:
+        # Nothing stopped or unloaded: a running CUDA program keeps the old driver.
+        err = CommandExecutionError(
+            f"CUDA programs hold the GPU (/sys/module/nvidia_uvm/refcnt is {users}; see lsof /dev/nvidia-uvm): "
+            "the driver cannot be unloaded until they end; reboot to run the upgraded driver")
+        err.gpu_busy = True
+        raise err
     if loaded:
-        nvgpu_node.run_checked(
-            __salt__["cmd.run_all"],
-            ["modprobe", "-r"] + loaded,
-            "unloading the NVIDIA kernel modules " + ", ".join(loaded),
-            "a process still uses the GPU (nvidia-persistenced, a display server, a container: see "
-            "lsof /dev/nvidia*); stop it, or reboot to run the upgraded driver",
-        )
-    return load_modules(uvm=uvm)
+        if "service.status" in __salt__:
+            for service in nvgpu_node.DRIVER_SERVICES:
+                if __salt__["service.status"](service):
+                    __salt__["service.stop"](service)
+                    stopped.append(service)
+        try:
+            nvgpu_node.run_checked(
+                __salt__["cmd.run_all"],
+                ["modprobe", "-r"] + loaded,
+                "unloading the NVIDIA kernel modules " + ", ".join(loaded),
+                "a process still uses the GPU (a container, a CUDA job, a display server: see "
+                "lsof /dev/nvidia*); stop it and run again, or reboot to run the upgraded driver",
+            )
+        except CommandExecutionError as err:
+            # Back as it was: what modprobe -r did unload, and the daemons.
+            if any(not nvgpu_node.module_loaded(name) for name in loaded):
+                load_modules(uvm=uvm)
+            for service in stopped:
+                try:
+                    __salt__["service.start"](service)
+                except CommandExecutionError:
+                    pass  # e.g. a fabric manager already upgraded: its state reports it
+            err.gpu_busy = "in use" in str(err)
+            raise
+    result = load_modules(uvm=uvm)
+    result["stopped"] = stopped
+    return result
+
+
+def cuda_processes():
+    """
+    How many open handles CUDA programs hold on ``/dev/nvidia-uvm`` (``nvidia_uvm``'s
+    reference count): while above 0, the driver cannot be reloaded.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.cuda_processes
+    """
+    return nvgpu_node.cuda_processes()
+
+
+def reboot_required():
+    """
+    Whether the node must reboot (or reload the driver) to run its installed driver:
+    ``{"required": bool, "reason": str or None}``. The grain ``nvgpu:reboot_required`` says
+    the same.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu.reboot_required
+    """
+    reason = nvgpu_node.reboot_required()
+    return {"required": bool(reason), "reason": reason}
 
 
 def driver_version():

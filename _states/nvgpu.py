@@ -38,7 +38,12 @@ def __virtual__():
 # ---------------------------------------------------------------------------
 
 
-def modules_loaded(name, uvm=True, reload_on_upgrade=True):
+def _reboot_required_comment(reason, what):
+    return (f"Reboot required: {reason}; {what} (grain nvgpu:reboot_required). Reboot the node, "
+            "then run state.apply again.")
+
+
+def modules_loaded(name, uvm=True, reload_on_upgrade=True, reload="auto"):
     """
     Ensure the NVIDIA kernel modules are loaded and their device nodes exist
     (``nvidia-modprobe``, then ``nvidia-modprobe -u`` for nvidia_uvm), and that the
@@ -54,7 +59,14 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
         When the loaded module's version differs from the installed driver's (after a
         driver upgrade or a stream switch: every CUDA program then fails with
         "driver/library version mismatch"), unload and reload the modules instead of
-        waiting for a reboot. Default True; it fails while a process uses the GPU.
+        waiting for a reboot. Default True.
+
+    reload
+        ``auto`` (default): reload as above, unless a process holds the GPU: then nothing
+        changes, the state passes with a comment that a reboot is required (the grain
+        ``nvgpu:reboot_required`` is true until then). ``never``: always leave the new
+        driver to the next reboot. Whether CUDA programs hold the GPU is read from
+        nvidia_uvm's reference count, so ``test=True`` says the same.
 
     .. code-block:: yaml
 
@@ -74,6 +86,17 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
             running = __salt__["nvgpu.driver_version"]()
             installed = __salt__["nvgpu.installed_driver_version"]()
             if running and installed and running != installed:
+                if reload == "never":
+                    ret["comment"] = _reboot_required_comment(
+                        f"driver {running} is loaded, {installed} is installed",
+                        "gpu:driver:reload is never, so the new driver runs after the reboot")
+                    return ret
+                users = __salt__["nvgpu.cuda_processes"]()
+                if users:
+                    ret["comment"] = _reboot_required_comment(
+                        f"driver {running} is loaded, {installed} is installed",
+                        f"CUDA programs hold the GPU (nvidia_uvm refcnt {users}), so the driver is not reloaded")
+                    return ret
                 changes["driver_version"] = {"old": running, "new": installed}
         if not changes:
             ret["comment"] = "Kernel modules {} are already loaded".format(", ".join(wanted))
@@ -85,7 +108,17 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
         if __opts__["test"]:
             return nvgpu_state.pending(ret, changes, "The " + what.format("would be"))
         if "driver_version" in changes:
-            res = __salt__["nvgpu.reload_driver"](uvm=uvm)
+            try:
+                res = __salt__["nvgpu.reload_driver"](uvm=uvm)
+            except CommandExecutionError as err:
+                if not getattr(err, "gpu_busy", False):
+                    raise
+                ret["comment"] = _reboot_required_comment(
+                    "driver {old} is loaded, {new} is installed".format(**changes["driver_version"]),
+                    f"a process holds the GPU, so the driver was not reloaded ({err})")
+                return ret
+            if res.get("stopped"):
+                changes["stopped"] = res["stopped"]
             now = __salt__["nvgpu.driver_version"]()
             if now != changes["driver_version"]["new"]:
                 return nvgpu_state.failed(
@@ -102,6 +135,100 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True):
     changes["device_nodes"] = res["device_nodes"]
     ret.update(changes=changes, comment="The " + what.format("was" if "driver_version" in changes else "were"))
     return ret
+
+
+def driver_service_running(name, package=None):
+    """
+    Ensure a daemon of the NVIDIA driver (``nvidia-persistenced``, ``nvidia-fabricmanager``)
+    is enabled and running, through Salt's service module. With ``package``, the package
+    that ships it must be of the loaded driver's version (the fabric manager refuses any
+    other). Where the loaded driver is not the installed one (a reload is pending: see
+    ``modules_loaded``), a daemon of the new version cannot start yet: the state passes and
+    says a reboot is required.
+
+    .. code-block:: yaml
+
+        gpu-fabricmanager-running:
+          nvgpu.driver_service_running:
+            - name: nvidia-fabricmanager
+            - package: nvidia-fabric-manager
+    """
+    ret = nvgpu_state.new(name)
+    pending = __salt__["nvgpu.reboot_required"]()
+    if pending["required"]:
+        ret["comment"] = _reboot_required_comment(pending["reason"], f"{name} starts with the new driver")
+        return ret
+    if package:
+        driver = __salt__["nvgpu.driver_version"]()
+        # Not Salt's cached package list: the stream's switch (dnf, in this run) changed it.
+        version = __salt__["pkg.version"](package, use_context=False)
+        if not version:
+            if __opts__["test"]:  # the stream's state before this one would install it
+                return nvgpu_state.pending(ret, {"enabled": True, "running": True},
+                                           f"{name} would be enabled and running once {package} is installed")
+            return nvgpu_state.failed(ret, f"{package} is not installed: {name} cannot run (install the driver "
+                                           "stream's fm profile: pillar gpu:driver:fabricmanager)")
+        if driver and version.split("-", 1)[0] != driver:
+            return nvgpu_state.failed(ret, f"{package} {version} does not match the loaded driver {driver}: "
+                                           f"{name} refuses to start; install {package} of the driver's version "
+                                           "(the same stream's fm profile)")
+    changes = {}
+    if not __salt__["service.enabled"](name):
+        changes["enabled"] = True
+    if not __salt__["service.status"](name):
+        changes["running"] = True
+    if not changes:
+        ret["comment"] = f"{name} is enabled and running"
+        return ret
+    if __opts__["test"]:
+        return nvgpu_state.pending(ret, changes, f"{name} would be {' and '.join(changes)}")
+    try:
+        if "enabled" in changes:
+            __salt__["service.enable"](name)
+        if "running" in changes:
+            __salt__["service.start"](name)
+    except CommandExecutionError as err:
+        journal = __salt__["cmd.run_all"](["systemctl", "status", name, "-n", "10"], python_shell=False,
+                                         ignore_retcode=True)["stdout"]
+        return nvgpu_state.failed(ret, f"{name} did not start: {err}\n{journal}", {k: v for k, v in changes.items()
+                                                                                  if k == "enabled"})
+    ret.update(changes=changes, comment=f"{name} is now {' and '.join(changes)}")
+    return ret
+
+
+def driver_built_for_next_boot(name):
+    """
+    Preflight for the next reboot: the newest installed kernel (the one the next boot
+    starts, ``/lib/modules/*/vmlinuz``) has the NVIDIA driver built for it (an ``nvidia.ko``
+    under its ``/lib/modules``), else fail with the fix, before a reboot loses the driver.
+    DKMS builds it from the kernel package's hook only when that kernel's kernel-devel is
+    installed, and the driver package's scriptlet exits 0 when the build failed
+    (NVIDIA/open-gpu-kernel-modules#805). Read-only: nothing changes, in any mode.
+
+    .. code-block:: yaml
+
+        gpu-driver-built-for-next-boot:
+          nvgpu.driver_built_for_next_boot:
+            - name: nvidia
+    """
+    ret = nvgpu_state.new(name)
+    running = nvgpu_node.kernel_release()
+    newest = max(nvgpu_node.installed_kernels() + [running], key=nvgpu_node.release_key)
+    if newest == running:
+        ret["comment"] = f"The running kernel {running} is the newest installed: the next boot keeps this driver"
+        return ret
+    if nvgpu_node.nvidia_ko_present(newest):
+        ret["comment"] = f"The newest installed kernel {newest} (the next boot's) has the NVIDIA driver built"
+        return ret
+    devel = os.path.join(nvgpu_node.KERNEL_SOURCES, newest)
+    missing = "" if os.path.isdir(devel) else f" (kernel-devel-{newest} is not installed: no {devel})"
+    return nvgpu_state.failed(
+        ret,
+        f"The next boot starts kernel {newest}, which has no NVIDIA driver: no nvidia.ko under "
+        f"{os.path.join(nvgpu_node.LIB_MODULES, newest)}{missing}. Before rebooting: dnf install "
+        f"kernel-devel-{newest}, then dkms autoinstall -k {newest} (a precompiled stream: dnf update "
+        "brings its kmod package for that kernel).",
+    )
 
 
 def kernel_module_unloaded(name):
@@ -787,6 +914,13 @@ def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pul
     if when not in nvgpu_node.VALIDATE_WHEN:
         return nvgpu_state.failed(
             ret, f"when must be one of {', '.join(nvgpu_node.VALIDATE_WHEN)} (gpu:validate:when), not {when!r}")
+    # Also in test mode and before `when`: a node waiting for its reboot says so.
+    pending = __salt__["nvgpu.reboot_required"]()
+    if pending["required"]:
+        # A vector add now would test the old driver against the new libraries and fail
+        # with a version mismatch: no finding about the node, only about the pending reboot.
+        ret["comment"] = _reboot_required_comment(pending["reason"], f"the vector add {who} runs after it")
+        return ret
     kwargs = {"user": user, "mode": mode, "timeout": timeout, "pull": pull}
     if image:
         kwargs["image"] = image

@@ -91,6 +91,8 @@ FABRIC_COMPLETED = "Completed"
 FABRIC_NOT_REPORTED = ("Not Supported", "N/A", "[N/A]")
 # The driver's persistence daemon (package nvidia-persistenced of the driver stream).
 PERSISTENCED_SERVICE = "nvidia-persistenced"
+# The daemons that keep /dev/nvidia* open: stopped before the driver is reloaded.
+DRIVER_SERVICES = (FABRIC_MANAGER_SERVICE, PERSISTENCED_SERVICE)
 # An installed kernel's image, as RHEL 8+'s kernel-core package places it (kernel-install
 # copies it to /boot): /lib/modules/<release>/vmlinuz.
 KERNEL_IMAGE = "vmlinuz"
@@ -605,6 +607,26 @@ def installed_driver_version():
     """The installed user-space driver's version (its versioned libcuda), or None."""
     versions = [v for v in (libcuda_version(p) for p in glob.glob(DRIVER_LIB_GLOB)) if v]
     return max(versions, key=version_tuple) if versions else None
+
+
+def cuda_processes():
+    """How many open handles CUDA programs hold on /dev/nvidia-uvm (nvidia_uvm's reference
+    count; the driver's daemons do not open it): while > 0 the driver cannot be unloaded."""
+    text = read_file(os.path.join(SYS_MODULE, "nvidia_uvm", "refcnt"))
+    try:
+        return int(text.strip()) if text else 0
+    except ValueError:
+        return 0
+
+
+def reboot_required():
+    """Why the node needs a reboot (or a driver reload) to run its installed driver, or None:
+    the loaded nvidia module is of another version than the installed driver (an upgrade
+    or stream switch while a process held the GPU). Reads two files; no driver call."""
+    loaded, installed = loaded_driver_version(), installed_driver_version()
+    if loaded and installed and loaded != installed:
+        return f"the loaded NVIDIA driver is {loaded}, the installed one {installed}"
+    return None
 
 
 def cuda_version_string(version):

@@ -40,7 +40,7 @@ SECTIONS = ("driver", "cuda", "repos", "repos:cuda", "repos:toolkit", "runtime",
 KEYS = {
     "": ("driver", "cuda", "repos", "runtime", "toolkit", "selinux", "rootless_users", "validate"),
     "driver": ("module", "stream", "profile", "platform", "streams", "package", "branch", "uvm", "nouveau_blacklist_file",
-               "initramfs_cmd"),
+               "initramfs_cmd", "fabricmanager", "persistenced", "reload"),
     "cuda": ("package", "version"),
     "repos": ("cuda", "toolkit", "allow_unsigned"),
     "repos:cuda": ("name", "baseurl", "gpgkey", "gpgcheck", "repo_gpgcheck"),
@@ -274,6 +274,12 @@ def _rules():
         ("driver:package", lambda value: _match(PACKAGE, value), "a package name (e.g. nvidia-open)"),
         ("driver:branch", _driver_branch, "latest, or a driver branch of three or more digits (e.g. 580)"),
         ("driver:uvm", _bool, bool_words),
+        ("driver:fabricmanager", lambda value: value == "auto" or _bool(value),
+         "auto (where NVSwitches are on the PCI bus), true or false"),
+        ("driver:persistenced", _bool, bool_words),
+        ("driver:reload", lambda value: isinstance(value, str) and value in ("auto", "never"),
+         "auto (reload the driver after an upgrade when no process holds the GPU, else reboot required) "
+         "or never (always wait for a reboot)"),
         ("driver:nouveau_blacklist_file",
          lambda value: _file_in(value, nvgpu_node.MODPROBE_DIRS, (nvgpu_node.MODPROBE_SUFFIX,)),
          _in_dirs_words(nvgpu_node.MODPROBE_DIRS, (nvgpu_node.MODPROBE_SUFFIX,))

@@ -100,10 +100,18 @@ gpu-driver-modules-loaded:
   nvgpu.modules_loaded:
     - name: nvidia
     - uvm: {{ gpu.driver.uvm }}
+    - reload: {{ gpu.driver.reload }}
     - require:
       - {{ gpu.driver.state_id }}
       - pkg: gpu-cuda-installed
       - nvgpu: gpu-nouveau-unloaded
+
+# Preflight for the next reboot: the newest installed kernel has the driver built too.
+gpu-driver-built-for-next-boot:
+  nvgpu.driver_built_for_next_boot:
+    - name: nvidia
+    - require:
+      - nvgpu: gpu-driver-modules-loaded
 
 # The nvgpu grains (GPUs, driver) are read when the minion starts, often before the
 # driver was loaded: read them again once it is loaded or reloaded, so that targeting
@@ -114,3 +122,37 @@ gpu-grains-refreshed:
     - saltutil.refresh_grains: []
     - onchanges:
       - nvgpu: gpu-driver-modules-loaded
+{%- if gpu.driver.persistenced %}
+
+# nvidia-persistenced keeps the driver initialised while no program uses the GPU: the
+# device nodes stay and each container's first CUDA call does not pay the initialisation.
+gpu-persistenced-running:
+  nvgpu.driver_service_running:
+    - name: nvidia-persistenced
+    - require:
+      - nvgpu: gpu-driver-modules-loaded
+{%- endif %}
+{%- if gpu.driver.fabricmanager_enabled and not gpu.driver.streams %}
+
+# RHEL 10 (no streams, so no fm profile): the branch's fabric manager package; the
+# branch's versionlock holds it to the driver's version.
+gpu-fabricmanager-installed:
+  pkg.installed:
+    - name: nvidia-fabric-manager
+    - require:
+      - {{ gpu.driver.state_id }}
+{%- endif %}
+{%- if gpu.driver.fabricmanager_enabled %}
+
+# NVSwitch systems (HGX/DGX): until the fabric manager of exactly the driver's version has
+# trained the NVLink fabric, CUDA fails with error 802 "system not yet initialized".
+gpu-fabricmanager-running:
+  nvgpu.driver_service_running:
+    - name: nvidia-fabricmanager
+    - package: nvidia-fabric-manager
+    - require:
+      - nvgpu: gpu-driver-modules-loaded
+{%-   if not gpu.driver.streams %}
+      - pkg: gpu-fabricmanager-installed
+{%-   endif %}
+{%- endif %}

@@ -20,6 +20,9 @@ gpu-validate-root:
     - when: {{ gpu.validate.when }}
     - require:
       - nvgpu: gpu-container-toolkit
+{%-   if gpu.driver.fabricmanager_enabled %}
+      - nvgpu: gpu-fabricmanager-running
+{%-   endif %}
 {%-   if gpu.selinux.enabled %}
       - nvgpu: gpu-selinux-ready
 {%-   endif %}

@@ -89,13 +89,15 @@ def test_a_process_holding_the_gpu_blocks_unloading_the_driver(node):
     assert proc.returncode == 1 and "modprobe: FATAL: Module nvidia_uvm is in use." in proc.stderr
     assert node.run(["modprobe", "-r", "nvidia_uvm"]).returncode == 1  # still held: nothing unloaded
     assert node.exists("/sys/module/nvidia_uvm")
-    # nvidia-persistenced keeps /dev/nvidia* open too, until it is stopped.
+    assert node.read_file("/sys/module/nvidia_uvm/refcnt").strip() == "1"
+    # nvidia-persistenced keeps /dev/nvidia* open too (not /dev/nvidia-uvm), until it is stopped.
     node.release_gpu()
     node.run(["systemctl", "start", "nvidia-persistenced"], check=True)
-    proc = node.run(["rmmod", "nvidia_uvm"])
-    assert proc.returncode == 1 and proc.stderr.strip() == "rmmod: ERROR: Module nvidia_uvm is in use"
+    node.run(["rmmod", "nvidia_uvm"], check=True)
+    proc = node.run(["rmmod", "nvidia"])
+    assert proc.returncode == 1 and proc.stderr.strip() == "rmmod: ERROR: Module nvidia is in use"
     node.run(["systemctl", "stop", "nvidia-persistenced"], check=True)
-    node.run(["modprobe", "-r", "nvidia_uvm", "nvidia"], check=True)
+    node.run(["modprobe", "-r", "nvidia"], check=True)
     assert not node.exists("/sys/module/nvidia")
 
 
@@ -127,3 +129,14 @@ def test_cuda_fails_with_802_until_the_fabric_manager_runs(node, node_assets, tm
     node.run(["systemctl", "stop", FM], check=True)
     res = node.salt_call("nvgpu.run_vector_add", "mode=cdi", f"image={node_assets.image_pinned}")
     assert res.data["passed"] is False and res.data["diagnosis"]["layer"] == "fabric"
+
+
+def test_the_doctor_reads_the_fabric_manager_and_the_fabric(node):
+    _hgx(node)
+    checks = {c["name"]: c for c in node.salt_call("nvgpu.doctor").data["checks"]}
+    assert checks["fabric-manager"]["status"] == "fail"
+    node.run(["systemctl", "start", FM], check=True)
+    checks = {c["name"]: c for c in node.salt_call("nvgpu.doctor").data["checks"]}
+    assert checks["fabric-manager"]["status"] == "ok", checks["fabric-manager"]
+    assert node.run(["nvidia-smi", "--query-gpu=index,fabric.state", "--format=csv,noheader"]).stdout.strip() == \
+        "0, Completed"

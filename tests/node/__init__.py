@@ -285,9 +285,20 @@ class Node:
             raise AssertionError("hold_gpu: the nvidia module is not loaded")
         users.mkdir(exist_ok=True)
         (users / name).write_text(name + "\n")
+        self._uvm_refcnt(+1)
 
     def release_gpu(self, name="cuda-job"):
-        (self.root / "sys-module" / "nvidia" / "standin_users" / name).unlink(missing_ok=True)
+        held = self.root / "sys-module" / "nvidia" / "standin_users" / name
+        if held.exists():
+            held.unlink()
+            self._uvm_refcnt(-1)
+
+    def _uvm_refcnt(self, delta):
+        """nvidia_uvm's reference count: the open /dev/nvidia-uvm of the CUDA jobs."""
+        path = self.root / "sys-module" / "nvidia_uvm" / "refcnt"
+        if path.parent.is_dir():
+            count = int(path.read_text().strip() or 0) if path.exists() else 0
+            path.write_text(f"{max(count + delta, 0)}\n")
 
     # ------------------------------------------------------------------ inspection
 

@@ -25,6 +25,10 @@ GPUS = [
 ]
 
 
+# What every node has, driver loaded or not (no NVSwitch, nothing pending).
+NO_GPU_FACTS = {"nvgpu": {"nvswitch_count": 0, "reboot_required": False}}
+
+
 @pytest.fixture
 def grains(host):
     return load("_grains/nvgpu.py")
@@ -100,6 +104,8 @@ class TestNvidiaSmi:
                 "gpus": GPUS,
                 "source": "nvidia-smi",
                 "gpu_count": 2,
+                "nvswitch_count": 0,
+                "reboot_required": False,
             }
         }
         assert smi.runs() == [QUERY]
@@ -118,29 +124,29 @@ class TestNvidiaSmi:
 
     def test_driver_not_loaded_asks_nothing(self, grains, smi, libcuda):
         smi(CSV)
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert smi.runs() == []
 
     def test_failing_nvidia_smi(self, grains, host, smi, libcuda):
         host.load("nvidia")
         smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", retcode=9)
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert smi.runs() == [QUERY]
 
     def test_no_gpus(self, grains, host, smi, libcuda):
         host.load("nvidia")
         smi("")
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
 
     def test_no_nvidia_smi(self, grains, host, smi, libcuda):
         host.load("nvidia")
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
 
     def test_hung_nvidia_smi_is_given_up(self, grains, host, smi, libcuda, monkeypatch):
         host.load("nvidia")
         monkeypatch.setattr(grains, "_SMI_TIMEOUT", 0.5)
         smi(CSV, sleep=30)
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert smi.runs() == [QUERY]
 
 
@@ -194,6 +200,8 @@ class TestNvml:
                 ],
                 "source": "nvml",
                 "gpu_count": 2,
+                "nvswitch_count": 0,
+                "reboot_required": False,
             }
         }
         assert pynvml.calls == ["init", "shutdown"]
@@ -202,16 +210,38 @@ class TestNvml:
     def test_nvml_that_cannot_start_gives_no_grains(self, grains, host):
         host.load("nvidia")
         pynvml = sys.modules["pynvml"] = fake_pynvml(init_error=NVMLError("Driver Not Loaded"))
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert pynvml.calls == ["init"]
 
     def test_no_gpus_is_no_grains_and_nvml_is_shut_down(self, grains, host):
         host.load("nvidia")
         pynvml = sys.modules["pynvml"] = fake_pynvml(count=0)
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert pynvml.calls == ["init", "shutdown"]
 
     def test_driver_not_loaded_does_not_start_nvml(self, grains):
         pynvml = sys.modules["pynvml"] = fake_pynvml()
-        assert grains.nvgpu() == {}
+        assert grains.nvgpu() == NO_GPU_FACTS
         assert pynvml.calls == []
+
+
+def test_nvswitches_are_counted_from_pci_ids_without_the_driver(grains, host, smi):
+    smi(CSV)
+    for address, device in (("0000:c5:00.0", "0x22a3"), ("0000:c6:00.0", "0x22a3"), ("0000:3b:00.0", "0x2330"),
+                            ("0000:07:00.0", "0x1af1")):
+        host.write(f"/sys/bus/pci/devices/{address}/vendor", "0x10de\n")
+        host.write(f"/sys/bus/pci/devices/{address}/device", device + "\n")
+    host.write("/sys/bus/pci/devices/0000:00:1f.0/vendor", "0x8086\n")
+    host.write("/sys/bus/pci/devices/0000:00:1f.0/device", "0x22a3\n")
+    assert grains.nvgpu() == {"nvgpu": {"nvswitch_count": 3, "reboot_required": False}}
+    assert smi.runs() == []
+
+
+def test_reboot_required_when_the_loaded_driver_is_not_the_installed_one(grains, host, smi):
+    smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", retcode=9)
+    host.load("nvidia")
+    host.write("/sys/module/nvidia/version", "550.127.08\n")
+    host.touch("/usr/lib64/libcuda.so.580.105.08")
+    assert grains.nvgpu()["nvgpu"]["reboot_required"] is True
+    host.write("/sys/module/nvidia/version", "580.105.08\n")
+    assert grains.nvgpu()["nvgpu"]["reboot_required"] is False

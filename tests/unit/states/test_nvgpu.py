@@ -13,6 +13,7 @@ import re
 
 import nvgpu_node
 import pytest
+import salt.modules.cmdmod
 import salt.modules.cp
 import salt.modules.file
 import salt.modules.systemd_service
@@ -29,7 +30,8 @@ EXECUTION = ("nvgpu", "nvgpu_toolkit", "nvgpu_selinux", "nvgpu_rootless")
 OTHERS = {"cp.cache_file": salt.modules.cp.cache_file, "file.check_hash": salt.modules.file.check_hash,
           "file.remove": salt.modules.file.remove, "pkg.version": salt.modules.yumpkg.version,
           **{f"service.{name}": getattr(salt.modules.systemd_service, name)
-             for name in ("enabled", "enable", "disable", "status", "start", "stop", "restart")}}
+             for name in ("enabled", "enable", "disable", "status", "start", "stop", "restart")},
+          "cmd.run_all": salt.modules.cmdmod.run_all}
 
 HOOK_PATH = nvgpu_node.OCI_HOOK_PATH
 CDI_PATH = nvgpu_node.CDI_SPEC_PATH
@@ -39,7 +41,9 @@ NO_CGROUPS = "nvidia-container-cli.no-cgroups"
 @pytest.fixture
 def mods():
     """__salt__: the real execution functions, autospecced."""
-    return FakeSalt(*(real(f"_modules/{name}.py") for name in EXECUTION), functions=OTHERS)
+    fake = FakeSalt(*(real(f"_modules/{name}.py") for name in EXECUTION), functions=OTHERS)
+    # A node running its installed driver, unless a test says otherwise.
+    return fake.set("nvgpu.reboot_required", {"required": False, "reason": None}).set("nvgpu.cuda_processes", 0)
 
 
 @pytest.fixture
@@ -1013,7 +1017,7 @@ class TestVectorAddPasses:
         ret = st.vector_add_passes("root", mode="cdi")
         assert ret["result"] is None and ret["changes"] == {}
         assert ret["comment"] == "The vector add would run as root (mode cdi, image default; no earlier run recorded)"
-        assert mods.names() == ["nvgpu.validation_inputs"]
+        assert mods.names() == ["nvgpu.reboot_required", "nvgpu.validation_inputs"]
 
 
 @pytest.mark.usefixtures("node_inputs")
@@ -1113,3 +1117,88 @@ class TestValidateWhenChanged:
         ret = st.vector_add_passes("v", when="sometimes")
         assert ret["result"] is False and "gpu:validate:when" in ret["comment"]
         assert mods.calls == []
+
+
+# ---------------------------------------------------------------------------- the driver's daemons
+
+
+class TestDriverServiceRunning:
+    def test_enables_and_starts(self, st, mods):
+        mods.set("service.enabled", False).set("service.status", False)
+        mods.set("service.enable", True).set("service.start", True)
+        ret = st.driver_service_running("nvidia-persistenced")
+        assert ret["result"] is True and ret["changes"] == {"enabled": True, "running": True}
+        assert mods.actions() == ["service.enable", "service.start"]
+
+    def test_test_mode_changes_nothing(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("service.enabled", True).set("service.status", False)
+        ret = st.driver_service_running("nvidia-persistenced")
+        assert ret["result"] is None and ret["changes"] == {"running": True}
+        assert mods.actions() == []
+
+    def test_fabric_manager_of_another_version_fails_naming_both(self, st, mods):
+        mods.set("nvgpu.driver_version", "580.105.08").set("pkg.version", "550.127.08-1.el8")
+        ret = st.driver_service_running("nvidia-fabricmanager", package="nvidia-fabric-manager")
+        assert ret["result"] is False
+        assert "nvidia-fabric-manager 550.127.08-1.el8 does not match the loaded driver 580.105.08" in ret["comment"]
+        assert mods.actions() == []
+
+    def test_a_failed_start_shows_the_units_journal(self, st, mods):
+        mods.set("service.enabled", True).set("service.status", False)
+        mods.set("service.start", CommandExecutionError("Job for x.service failed"))
+        mods.set("cmd.run_all", {"retcode": 3, "stdout": "nv-fabricmanager[7]: detected number of NVSwitches",
+                                 "stderr": ""})
+        ret = st.driver_service_running("nvidia-fabricmanager")
+        assert ret["result"] is False and "Job for x.service failed" in ret["comment"]
+        assert "detected number of NVSwitches" in ret["comment"]
+
+    def test_reboot_required_passes_and_says_so(self, st, mods):
+        mods.set("nvgpu.reboot_required", {"required": True, "reason": "driver 550 is loaded, 580 installed"})
+        ret = st.driver_service_running("nvidia-fabricmanager", package="nvidia-fabric-manager")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert ret["comment"].startswith("Reboot required: driver 550 is loaded, 580 installed")
+        assert mods.actions() == []
+
+
+def test_a_busy_gpu_turns_a_reload_into_reboot_required(st, mods):
+    mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    mods.set("nvgpu.driver_version", "550.127.08").set("nvgpu.installed_driver_version", "580.105.08")
+    busy = CommandExecutionError("unloading the NVIDIA kernel modules failed: modprobe: FATAL: Module nvidia_uvm "
+                                 "is in use.")
+    busy.gpu_busy = True
+    mods.set("nvgpu.reload_driver", busy)
+    ret = st.modules_loaded("nvidia")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert ret["comment"].startswith("Reboot required: driver 550.127.08 is loaded, 580.105.08 is installed")
+    assert "is in use" in ret["comment"]
+
+
+def test_reload_never_leaves_the_new_driver_to_the_reboot(st, mods):
+    mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    mods.set("nvgpu.driver_version", "550.127.08").set("nvgpu.installed_driver_version", "580.105.08")
+    ret = st.modules_loaded("nvidia", reload="never")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert "gpu:driver:reload is never" in ret["comment"]
+    assert mods.actions() == []
+
+
+def test_validation_waits_for_a_pending_reboot(st, mods, opts, tmp_path):
+    opts["cachedir"] = str(tmp_path)
+    mods.set("nvgpu.reboot_required", {"required": True, "reason": "driver 550 is loaded, 580 installed"})
+    for when in ("always", "changed"):
+        ret = st.vector_add_passes("root", when=when)
+        assert ret["result"] is True and ret["comment"].startswith("Reboot required")
+    assert mods.actions() == []
+
+
+def test_cuda_programs_running_make_the_reload_a_reboot_and_test_mode_says_so_too(st, mods, opts):
+    mods.set("nvgpu.loaded_modules", {"nvidia": True, "nvidia_uvm": True})
+    mods.set("nvgpu.driver_version", "550.127.08").set("nvgpu.installed_driver_version", "580.105.08")
+    mods.set("nvgpu.cuda_processes", 2)
+    for test in (True, False):
+        opts["test"] = test
+        ret = st.modules_loaded("nvidia")
+        assert ret["result"] is True and ret["changes"] == {}
+        assert "CUDA programs hold the GPU (nvidia_uvm refcnt 2)" in ret["comment"]
+    assert mods.actions() == []

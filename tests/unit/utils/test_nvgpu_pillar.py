@@ -90,6 +90,10 @@ def test_defaults_alone_verify_nvidias_https_policy_by_its_published_hash(releas
         at("driver:branch", 580),  # YAML `branch: 580`
         at("driver:branch", "latest"),
         at("driver:package", "nvidia-driver-cuda"),
+        at("driver:fabricmanager", True),
+        at("driver:fabricmanager", False),
+        at("driver:persistenced", False),
+        at("driver:reload", "never"),
         at("driver:profile", ""),
         at("driver:profile", None),
         at("driver:initramfs_cmd", ["dracut", "-f", "--regenerate-all", "--kver"]),
@@ -133,6 +137,9 @@ BAD = [
     *[_simple("driver:stream", value) for value in
       ("latest:dkms", "550-dkms\n", "550 -dkms", "", "dkms", None, True, 550.0, -550, ["550"], {"550": "dkms"})],
     *[_simple("driver:profile", value) for value in ("fm; rm", "default\n", True, 7, ["default"], {"a": 1})],
+    *[_simple("driver:fabricmanager", value) for value in ("yes", "true", "Auto", None, 1, 0, ["auto"])],
+    *[_simple("driver:persistenced", value) for value in ("true", None, 1)],
+    *[_simple("driver:reload", value) for value in ("always", "Never", True, False, None, ["auto"])],
     *[_simple("driver:initramfs_cmd", value) for value in
       ("dracut -f; rm -rf /boot", {"cmd": "dracut"}, [], ["dracut", 1], ["dracut", ""], None, ("dracut",))],
     *[_simple("toolkit:mode", value) for value in ("oci", "cdi\n", "CDI", None, ["cdi"], {"cdi": 1})],
@@ -553,7 +560,8 @@ def _formula_keys():
 
 
 # Values map.jinja derives after the check (never from pillar).
-DERIVED = {"driver:kernel_version", "driver:state_id", "repos:toolkit:present", "repos:toolkit:absent",
+DERIVED = {"driver:kernel_version", "driver:state_id", "driver:fabricmanager_enabled", "repos:toolkit:present",
+           "repos:toolkit:absent",
            "repos:unsigned_notice"}
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.functional.test_formula import _config, converge
-from tests.node import SALT_CALL, Node, site_pillar
+from tests.node import KERNEL_RELEASE, SALT_CALL, Node, site_pillar
 from tests.node.assets import NEXT_KERNEL_RELEASE
 
 pytestmark = pytest.mark.node
@@ -260,3 +260,69 @@ def test_an_image_not_pulled_yet_is_a_warning(converged):
     assert "the registry has it" in problems[0]["evidence"] and data["ok"] is True and retcode == 0
     converged.run(["podman", "pull", image], check=True)
     assert_healthy(*doctor(converged))
+
+
+# ---------------------------------------------------------------------------
+# An HGX node: NVSwitches, the fabric manager, nvidia-persistenced (tests/node's systemd)
+# ---------------------------------------------------------------------------
+
+FM = "nvidia-fabricmanager"
+
+
+@pytest.fixture
+def hgx(node_assets):
+    """An HGX node by hand (the guide's steps): the 550 stream's fm profile, modules loaded,
+    a CDI spec; the fabric manager and persistenced installed, not started."""
+    node = Node.create(node_assets)
+    node.add_nvswitches()
+    node.dnf("install", f"kernel-devel-{KERNEL_RELEASE}", f"kernel-headers-{KERNEL_RELEASE}")
+    node.add_repos()
+    node.dnf("module", "install", "nvidia-driver:550-dkms/fm")
+    node.run(["modprobe", "-r", "nouveau"], check=True)
+    node.dnf("install", "podman", "nvidia-container-toolkit")
+    node.run(["nvidia-modprobe"], check=True)
+    node.run(["nvidia-modprobe", "-u"], check=True)
+    node.run(["nvidia-ctk", "cdi", "generate", "--output=/etc/cdi/nvidia.yaml"], check=True)
+    node.run(["podman", "pull", node_assets.image], check=True)
+    node.write_pillar(site_pillar(node_assets))
+    yield node
+    node.destroy()
+
+
+def _problems(data):
+    return [(c["name"], c["status"]) for c in data["checks"] if c["status"] in ("fail", "warn")]
+
+
+def test_an_hgx_node_needs_its_fabric_manager_running(hgx):
+    data, retcode = doctor(hgx)
+    assert _problems(data) == [("persistenced", "warn"), ("fabric-manager", "fail")], data["checks"]
+    fm = next(c for c in data["checks"] if c["name"] == "fabric-manager")
+    assert "4 NVSwitch" in fm["evidence"] and "inactive" in fm["evidence"] and "error 802" in fm["evidence"]
+    assert data["first_failing_layer"] == "fabric" and retcode == 1
+    # The fixes it names.
+    hgx.run(["systemctl", "enable", "--now", FM, "nvidia-persistenced"], check=True)
+    data, retcode = doctor(hgx)
+    assert _problems(data) == [] and retcode == 0, data["checks"]
+    fm = next(c for c in data["checks"] if c["name"] == "fabric-manager")
+    assert "said: 550.127.08" in fm["evidence"] and "Completed" in fm["evidence"]
+
+
+def test_an_untrained_fabric(hgx):
+    hgx.run(["systemctl", "enable", "--now", FM, "nvidia-persistenced"], check=True)
+    (hgx.root / "sys-module" / "nvidia" / "fabric_state").write_text("In Progress\n")
+    failing = assert_fails(*doctor(hgx), "fabric-manager")
+    assert "not trained (GPU 0 In Progress)" in failing["fabric-manager"]["evidence"]
+    hgx.run(["systemctl", "restart", FM], check=True)
+    assert_healthy(*doctor(hgx))
+
+
+def test_a_driver_upgrade_leaves_the_fabric_manager_of_another_version(hgx):
+    hgx.run(["systemctl", "enable", "--now", FM, "nvidia-persistenced"], check=True)
+    hgx.dnf("module", "switch-to", "nvidia-driver:latest-dkms/fm")
+    data, retcode = doctor(hgx)
+    failing = [c for c in data["checks"] if c["status"] == "fail"]
+    # The cause first (the old module still loaded); the fabric manager names the versions.
+    assert [c["name"] for c in failing][:1] == ["driver-version"] and retcode == 1
+    fm = next(c for c in data["checks"] if c["name"] == "fabric-manager")
+    assert fm["status"] == "fail" and "said: 580.105.08" in fm["evidence"]
+    assert "the loaded driver is 550.127.08" in fm["evidence"]

@@ -188,7 +188,7 @@ def _nvidia_ko(release):
 
 def _nvidia_ko_newest(release):
     kernels = nvgpu_node.installed_kernels()
-    newest = max(kernels + [release], key=nvgpu_node.release_key)
+    newest = nvgpu_node.next_boot_kernel(release)
     listed = f"installed kernels (/lib/modules/*/{nvgpu_node.KERNEL_IMAGE}): {', '.join(kernels) or 'none'}"
     if newest == release:
         return _check("nvidia-ko-newest", "driver", "ok", f"the running kernel {release} is the newest; {listed}")

@@ -213,7 +213,7 @@ def driver_built_for_next_boot(name):
     """
     ret = nvgpu_state.new(name)
     running = nvgpu_node.kernel_release()
-    newest = max(nvgpu_node.installed_kernels() + [running], key=nvgpu_node.release_key)
+    newest = nvgpu_node.next_boot_kernel(running)
     if newest == running:
         ret["comment"] = f"The running kernel {running} is the newest installed: the next boot keeps this driver"
         return ret

@@ -411,6 +411,12 @@ def installed_kernels():
     return sorted(found, key=release_key)
 
 
+def next_boot_kernel(running):
+    """The kernel the next boot starts by default: the newest installed one, in rpm's order
+    (``running`` counts as installed)."""
+    return max(installed_kernels() + [running], key=release_key)
+
+
 def nvswitches():
     """The PCI addresses of the NVSwitch chips on the node (sysfs), sorted; [] where none."""
     try:

@@ -301,6 +301,14 @@ def test_installed_kernels_in_rpm_order(host):
         "4.18.0-80.el8.x86_64", "4.18.0-513.24.1.el8_9.x86_64", "4.18.0-553.el8_10.x86_64"]
 
 
+def test_the_next_boot_starts_the_newest_kernel(host):
+    assert nvgpu_node.next_boot_kernel(KERNEL) == KERNEL  # nothing else installed
+    host.touch("/lib/modules/4.18.0-477.el8_8.x86_64/vmlinuz")
+    assert nvgpu_node.next_boot_kernel(KERNEL) == KERNEL  # an older one
+    host.touch("/lib/modules/4.18.0-553.el8_10.x86_64/vmlinuz")
+    assert nvgpu_node.next_boot_kernel(KERNEL) == "4.18.0-553.el8_10.x86_64"
+
+
 @pytest.mark.parametrize("older, newer", [
     ("4.18.0-513.24.1.el8_9.x86_64", "4.18.0-553.el8_10.x86_64"),
     ("5.14.0-427.13.1.el9_4.x86_64", "5.14.0-427.42.1.el9_4.x86_64"),

@@ -262,6 +262,8 @@ class Node:
         for entry in (self.root / "dev").glob("nvidia*"):
             entry.unlink()
         _new_boot_id(self.root)
+        for entry in (self.root / "run-cdi").glob("*"):  # a boot clears /var/run
+            entry.unlink()
         if self.exists("/usr/bin/systemctl"):
             self.run(["systemctl", "--standin-boot"], check=True)
 
@@ -305,7 +307,8 @@ class Node:
     def snapshot(self):
         """Every file the node changed since it was created: {path: description}."""
         result = {}
-        for base in [self.root / f"{d}.upper" for d in LAYERS] + [self.root / "sys-module", self.root / "dev"]:
+        for base in [self.root / f"{d}.upper" for d in LAYERS] + [self.root / "sys-module", self.root / "dev",
+                                                                    self.root / "run-cdi"]:
             for path in sorted(base.rglob("*")):
                 info = path.lstat()
                 key = f"{base.name}/{path.relative_to(base)}"

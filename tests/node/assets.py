@@ -102,6 +102,46 @@ DNF_PYTHON = "/usr/lib/python3/dist-packages"
 VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
 CUDA_VERSION = "12.4.1"
 TOOLKIT_VERSION = "1.17.8"
+# A site mirror that reached toolkit 1.18 (repo `toolkit-1.18`): its base package ships
+# nvidia-cdi-refresh, NVIDIA's units as in deployments/systemd of
+# NVIDIA/nvidia-container-toolkit (Apache-2.0), unchanged but for the license header.
+REFRESH_TOOLKIT_VERSION = "1.18.0"
+CDI_REFRESH_UNITS = {
+    "/usr/lib/systemd/system/nvidia-cdi-refresh.path": textwrap.dedent("""\
+        [Unit]
+        Description=Trigger CDI refresh on NVIDIA driver install / uninstall events
+
+        [Path]
+        PathChanged=/lib/modules/%v/modules.dep
+        PathChanged=/lib/modules/%v/modules.dep.bin
+
+        [Install]
+        WantedBy=multi-user.target
+        """),
+    "/usr/lib/systemd/system/nvidia-cdi-refresh.service": textwrap.dedent("""\
+        [Unit]
+        Description=Refresh NVIDIA CDI specification file
+        ConditionPathExists=|/usr/bin/nvidia-smi
+        ConditionPathExists=|/usr/sbin/nvidia-smi
+        ConditionPathExists=/usr/bin/nvidia-ctk
+        After=multi-user.target
+
+        [Service]
+        Type=oneshot
+        # Values from Environment will be replaced if defined in EnvironmentFile
+        Environment=NVIDIA_CTK_CDI_OUTPUT_FILE_PATH=/var/run/cdi/nvidia.yaml
+        EnvironmentFile=-/etc/nvidia-container-toolkit/nvidia-cdi-refresh.env
+        ExecCondition=/usr/bin/grep -qE '/(nvidia|nvidia-current)\\.ko' /lib/modules/%v/modules.dep
+        ExecStart=/usr/bin/nvidia-ctk cdi generate
+        CapabilityBoundingSet=CAP_SYS_MODULE CAP_SYS_ADMIN CAP_MKNOD
+        RemainAfterExit=yes
+
+        [Install]
+        WantedBy=multi-user.target
+        """),
+    "/usr/lib/systemd/system-preset/90-nvidia-container-toolkit.preset":
+        "enable nvidia-cdi-refresh.path\nenable nvidia-cdi-refresh.service\n",
+}
 PODMAN_VERSION = RELEASES[DEFAULT_RELEASE].podman[0]
 REGISTRY = "127.0.0.1:5000"
 IMAGE = "localhost:5000/nvgpu/cuda-vector-add:v0.1"
@@ -130,7 +170,7 @@ class Assets:
 
     def repo_url(self, name, release=DEFAULT_RELEASE):
         """The repo of one release; RHEL 8's are at the top (`toolkit` serves every release)."""
-        if release == DEFAULT_RELEASE or name == "toolkit":
+        if release == DEFAULT_RELEASE or name.startswith("toolkit"):
             return f"file://{self.repos / name}"
         return f"file://{self.repos / RELEASES[release].dist / name}"
 
@@ -414,7 +454,7 @@ def _base_packages(rel):
     return packages, podman, container_selinux
 
 
-def _toolkit_packages():
+def _toolkit_packages(v=TOOLKIT_VERSION, units=None):
     config = textwrap.dedent("""\
         #accept-nvidia-visible-devices-as-volume-mounts = false
         #accept-nvidia-visible-devices-envvar-when-unprivileged = true
@@ -436,7 +476,6 @@ def _toolkit_packages():
         path = "nvidia-container-runtime-hook"
         skip-mode-detection = false
         """)
-    v = TOOLKIT_VERSION
     same = f"= {v}-1"
     return [
         Package("libnvidia-container1", v, "1", files={f"/usr/lib64/libnvidia-container.so.{v}": "stand-in\n"}),
@@ -445,7 +484,7 @@ def _toolkit_packages():
                 requires=[f"libnvidia-container1 {same}"]),
         Package("nvidia-container-toolkit-base", v, "1", files={
             "/usr/bin/nvidia-ctk": STANDIN,
-            "/etc/nvidia-container-runtime/config.toml": config}),
+            "/etc/nvidia-container-runtime/config.toml": config, **(units or {})}),
         Package("nvidia-container-toolkit", v, "1", files={
             "/usr/bin/nvidia-container-runtime-hook": STANDIN},
             requires=[f"nvidia-container-toolkit-base {same}", f"libnvidia-container-tools {same}"]),
@@ -454,7 +493,8 @@ def _toolkit_packages():
 
 def _build_repos(assets, gnupg):
     work = assets.root / "build"
-    repos, modules = {"toolkit": _toolkit_packages()}, {}
+    repos, modules = {"toolkit": _toolkit_packages(),
+                      "toolkit-1.18": _toolkit_packages(REFRESH_TOOLKIT_VERSION, CDI_REFRESH_UNITS)}, {}
     for major, rel in RELEASES.items():
         prefix = "" if major == DEFAULT_RELEASE else f"{rel.dist}/"
         base, podman, container_selinux = _base_packages(rel)

@@ -1,18 +1,22 @@
 """
 Execution module for rootless Podman users: their subordinate uid and gid ranges
-(``/etc/subuid``, ``/etc/subgid``), into which rootless Podman maps a container's ids.
+(``/etc/subuid``, ``/etc/subgid``), into which rootless Podman maps a container's ids, and
+their lingering (systemd keeps their runtime dir without a login session).
 
 Reads the files directly; changes them only through shadow-utils' ``usermod``, which
 locks them as every other tool that writes them does.
 
-The ``nvgpu.subids_present`` state reads and changes the node through these.
+The ``nvgpu.subids_present`` and ``nvgpu.user_lingers`` states read and change the node
+through these.
 
-:depends: shadow-utils (usermod)
+:depends: shadow-utils (usermod), systemd (loginctl)
 """
+
+import os
 
 import nvgpu_node
 import salt.utils.path
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 __virtualname__ = "nvgpu_rootless"
 
@@ -131,4 +135,40 @@ def migrate(name):
 
     nvgpu_node.run_checked(as_user, [podman, "system", "migrate"], f"making Podman of {name} use its new id ranges",
                            f"run podman system migrate as {name}")
+    return True
+
+
+def lingers(name):
+    """
+    True when systemd keeps user ``name``'s manager, and so its runtime dir ``/run/user/UID``,
+    from boot on (lingering: an empty file per user under ``/var/lib/systemd/linger``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.lingers gpuuser
+    """
+    return os.path.exists(os.path.join(nvgpu_node.LINGER_DIR, name))
+
+
+def enable_linger(name):
+    """
+    Turn lingering on for user ``name`` (``loginctl enable-linger``): rootless Podman run
+    without a login session (from Salt, cron or a unit) needs the user's runtime dir, and
+    without lingering systemd stops the user's containers when its last session ends.
+    Returns True.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' nvgpu_rootless.enable_linger gpuuser
+    """
+    nvgpu_node.run_checked(__salt__["cmd.run_all"], ["loginctl", "enable-linger", name],
+                           f"turning lingering on for {name}",
+                           "check that systemd-logind runs (systemctl status systemd-logind)")
+    if not lingers(name):
+        raise CommandExecutionError(f"loginctl enable-linger {name} exited 0, but "
+                                    f"{os.path.join(nvgpu_node.LINGER_DIR, name)} does not exist")
     return True

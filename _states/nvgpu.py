@@ -805,6 +805,34 @@ def subids_present(name, start=None, count=65536):
     return ret
 
 
+def user_lingers(name):
+    """
+    Ensure systemd keeps user ``name``'s manager, and with it the runtime dir
+    ``/run/user/UID``, from boot on (``loginctl enable-linger``): rootless Podman run
+    without a login session (from Salt, cron or a unit) needs that dir, and without
+    lingering systemd stops the user's containers when the user's last session ends.
+
+    .. code-block:: yaml
+
+        gpu-rootless-linger-gpuuser:
+          nvgpu.user_lingers:
+            - name: gpuuser
+    """
+    ret = nvgpu_state.new(name)
+    if __salt__["nvgpu_rootless.lingers"](name):
+        ret["comment"] = f"User {name} lingers"
+        return ret
+    changes = {"linger": {"old": False, "new": True}}
+    if __opts__["test"]:
+        return nvgpu_state.pending(ret, changes, f"Lingering would be turned on for {name} (loginctl enable-linger)")
+    try:
+        __salt__["nvgpu_rootless.enable_linger"](name)
+    except CommandExecutionError as err:
+        return nvgpu_state.failed(ret, str(err))
+    ret.update(changes=changes, comment=f"Turned lingering on for {name}")
+    return ret
+
+
 # ---------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-{#- Stage 5: rootless users: account and subordinate uid/gid ranges for rootless Podman. -#}
+{#- Stage 5: rootless users: account, subordinate uid/gid ranges and lingering for rootless Podman. -#}
 {%- from "gpu/map.jinja" import gpu, rejected with context %}
 {%- if rejected %}{% extends "gpu/rejected.jinja" %}{% endif %}
 {%- for user in gpu.rootless_users %}
@@ -30,6 +30,13 @@ gpu-rootless-subids-{{ user.name }}:
     - start: {{ user.subuid_start }}
 {%-   endif %}
     - count: {{ user.get("subuid_count") or 65536 }}
+    - require:
+      - user: gpu-rootless-user-{{ user.name }}
+
+# Its runtime dir from boot on, without a login session (rootless Podman needs it).
+gpu-rootless-linger-{{ user.name }}:
+  nvgpu.user_lingers:
+    - name: {{ user.name }}
     - require:
       - user: gpu-rootless-user-{{ user.name }}
 {%- endfor %}

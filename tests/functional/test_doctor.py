@@ -28,9 +28,7 @@ def converged(node_assets):
     pillar = site_pillar(node_assets, driver={"stream": "550-dkms"}, rootless_users=[{"name": USER, "uid": 2001}])
     node.write_pillar(pillar)
     converge(node, pillar)
-    # The formula does not manage lingering: the administrator's `loginctl enable-linger`,
-    # as it leaves the node (systemd makes /run/user/UID from it at boot).
-    node.write_file(LINGER, "")
+    assert node.read_file(LINGER) == "", "the formula turns lingering on for rootless users"
     node.pillar = pillar
     yield node
     node.destroy()

@@ -430,7 +430,8 @@ def _base_packages(rel):
         os_package("kmod", files={"/usr/sbin/modprobe": STANDIN, "/usr/sbin/modinfo": STANDIN,
                                   "/usr/sbin/rmmod": STANDIN}),
         # No PID 1 here: systemctl keeps unit state in node files (see nvstandin).
-        os_package("systemd", files={"/usr/bin/systemctl": STANDIN, "/usr/bin/systemd-run": STANDIN}),
+        os_package("systemd", files={"/usr/bin/systemctl": STANDIN, "/usr/bin/systemd-run": STANDIN,
+                                     "/usr/bin/loginctl": STANDIN}),
         os_package("mokutil", files={"/usr/bin/mokutil": STANDIN}),
         # The machine's own shell, as RPM knows it (package scriptlets need /bin/sh).
         os_package("bash", provides=["/bin/sh", "/bin/bash"]),

@@ -34,6 +34,7 @@ ACTIONS = frozenset(
         "nvgpu_selinux.relabel",
         "nvgpu_rootless.set_subids",
         "nvgpu_rootless.migrate",
+        "nvgpu_rootless.enable_linger",
         "dnf_module.install",
         "dnf_module.reset",
         "dnf_module.switch_to",

@@ -150,3 +150,25 @@ class TestMigrate:
         which.tools.discard("podman")
         assert rootless.migrate("gpuuser") is False
         assert run_all.calls == []
+
+
+# ---------------------------------------------------------------------------- lingering
+
+
+def test_enable_linger_runs_loginctl_and_checks_its_file(rootless, host, run_all):
+    linger = host.path("/var/lib/systemd/linger/gpuuser")
+    run_all.on("loginctl", "enable-linger", effect=lambda argv, kwargs: host.touch("/var/lib/systemd/linger/gpuuser"))
+    assert rootless.lingers("gpuuser") is False
+    assert rootless.enable_linger("gpuuser") is True
+    assert run_all.argvs == [["loginctl", "enable-linger", "gpuuser"]] and linger.exists()
+    assert rootless.lingers("gpuuser") is True
+
+
+def test_enable_linger_failures_name_the_user_and_the_fix(rootless, run_all):
+    run_all.on("loginctl", retcode=1, stderr="Failed to look up user gpuuser: No such process")
+    with pytest.raises(CommandExecutionError, match="lingering on for gpuuser.*No such process"):
+        rootless.enable_linger("gpuuser")
+    # loginctl said yes but logind wrote nothing (no logind listening): not taken as done.
+    run_all.on("loginctl", retcode=0)
+    with pytest.raises(CommandExecutionError, match="exited 0, but .*linger/gpuuser does not exist"):
+        rootless.enable_linger("gpuuser")

@@ -845,6 +845,37 @@ class TestSelinuxBoolean:
         assert se.calls == []
 
 
+# ---------------------------------------------------------------------------- user_lingers
+
+
+class TestUserLingers:
+    def test_lingering_user_changes_nothing(self, st, mods):
+        mods.set("nvgpu_rootless.lingers", True)
+        ret = st.user_lingers("gpuuser")
+        assert ret["result"] is True and ret["changes"] == {} and ret["comment"] == "User gpuuser lingers"
+        assert mods.actions() == []
+
+    def test_test_mode_says_what_would_change_and_changes_nothing(self, st, mods, opts):
+        opts["test"] = True
+        mods.set("nvgpu_rootless.lingers", False)
+        ret = st.user_lingers("gpuuser")
+        assert ret["result"] is None and ret["changes"] == {"linger": {"old": False, "new": True}}
+        assert mods.actions() == []
+
+    def test_turns_lingering_on(self, st, mods):
+        mods.set("nvgpu_rootless.lingers", False)
+        mods.set("nvgpu_rootless.enable_linger", True)
+        ret = st.user_lingers("gpuuser")
+        assert ret["result"] is True and ret["changes"] == {"linger": {"old": False, "new": True}}
+        assert mods.actions() == ["nvgpu_rootless.enable_linger"]
+
+    def test_a_failure_says_why(self, st, mods):
+        mods.set("nvgpu_rootless.lingers", False)
+        mods.set("nvgpu_rootless.enable_linger", CommandExecutionError("turning lingering on for gpuuser failed: no logind"))
+        ret = st.user_lingers("gpuuser")
+        assert ret["result"] is False and "no logind" in ret["comment"] and ret["changes"] == {}
+
+
 # ---------------------------------------------------------------------------- subids_present
 
 

@@ -742,7 +742,8 @@ def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pu
     changed``).
 
     Returns ``{"boot_id", "driver", "cdi_specs": {path: sha256}, "oci_hooks": {path:
-    sha256}, "toolkit_config": sha256|None, "selinux": {"mode", "modules", "boolean"
+    sha256}, "toolkit_config": sha256|None, "fabric_manager": its `systemctl is-active` on
+    NVSwitch systems|None, "selinux": {"mode", "modules", "boolean"
     (container_use_xserver_devices)}, "podman": "path size mtime"|None, "image", "image_id", "mode", "pull",
     "user", "subuid", "subgid"}``. Reads files, plus ``podman image inspect`` (as the
     user for a rootless one) and, with SELinux on, ``getsebool`` and ``semodule -l`` (once per run).
@@ -776,6 +777,12 @@ def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pu
         image_id = ((found.get("stdout") or "").strip() or None) if found["retcode"] == 0 else None
         stat = os.stat(podman)
         podman = f"{podman} {stat.st_size} {stat.st_mtime_ns}"
+    # On NVSwitch systems CUDA works only while the fabric manager runs (error 802 else):
+    # its state is an input there, one `systemctl is-active` (none on other nodes).
+    fabric_manager = None
+    if nvgpu_node.nvswitches() and salt.utils.path.which("systemctl"):
+        fabric_manager = __salt__["cmd.run_all"](["systemctl", "is-active", nvgpu_node.FABRIC_MANAGER_SERVICE],
+                                                 python_shell=False, ignore_retcode=True)["stdout"].strip()
     ranges = {}
     for kind in ("subuid", "subgid"):
         ranges[kind] = (
@@ -789,6 +796,7 @@ def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pu
         "cdi_specs": {path: nvgpu_node.file_sha256(path) for path in nvgpu_node.cdi_spec_files()},
         "oci_hooks": {path: nvgpu_node.file_sha256(path) for path in nvgpu_node.oci_hook_files()},
         "toolkit_config": nvgpu_node.file_sha256(nvgpu_node.TOOLKIT_CONFIG),
+        "fabric_manager": fabric_manager,
         "selinux": selinux,
         "podman": podman,
         "image": image,

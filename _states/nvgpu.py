@@ -865,6 +865,7 @@ _INPUT_WORDS = {
     "cdi_specs": "CDI spec",
     "oci_hooks": "OCI hook file",
     "toolkit_config": "toolkit config",
+    "fabric_manager": "fabric manager state",
     "selinux": "SELinux mode, modules or boolean",
     "podman": "podman binary",
     "image": "image",

@@ -977,6 +977,19 @@ class TestValidationInputs:
             assert after != before, path
             before = after
 
+    def test_the_fabric_manager_state_is_an_input_on_nvswitch_systems_only(self, nvgpu, node, run_all, which):
+        which.tools.add("systemctl")
+        assert nvgpu.validation_inputs(image=IMAGE)["fabric_manager"] is None
+        assert not any(argv[0] == "systemctl" for argv in run_all.argvs)
+        node.write("/sys/bus/pci/devices/0000:05:00.0/vendor", "0x10de\n")
+        node.write("/sys/bus/pci/devices/0000:05:00.0/device", "0x22a3\n")
+        run_all.on("systemctl", "is-active", stdout="active\n")
+        running = nvgpu.validation_inputs(image=IMAGE)
+        run_all.on("systemctl", "is-active", retcode=3, stdout="inactive\n")
+        stopped = nvgpu.validation_inputs(image=IMAGE)
+        assert (running["fabric_manager"], stopped["fabric_manager"]) == ("active", "inactive")
+        assert ["systemctl", "is-active", "nvidia-fabricmanager"] in run_all.argvs
+
     def test_selinux_on_adds_its_modules_and_boolean(self, nvgpu, node):
         nvgpu.__salt__.set("nvgpu_selinux.mode", "Enforcing")
         nvgpu.__salt__.set("nvgpu_selinux.policy_modules", ["container", "nvidia-container"])

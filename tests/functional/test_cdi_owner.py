@@ -6,6 +6,7 @@ units, run by the stand-in systemctl). Either way there is one spec for nvidia.c
 
 import pytest
 
+from tests.functional.test_doctor import assert_fails, assert_healthy, doctor
 from tests.functional.test_formula import BOOKKEEPING, _changed, _failed, _states, apply, converge
 from tests.functional.test_releases import assert_predicted
 from tests.node import site_pillar
@@ -69,6 +70,19 @@ def test_refresh_owns_the_one_spec_and_is_run_again_after_a_driver_switch(node, 
     assert change["new"]["driver_version"] == "580.105.08"
     assert specs(node) == [REFRESH_SPEC]
     assert "PASSED as gpuuser (rootless)" in switched["gpu-validate-gpuuser"]["comment"]
+
+    # The doctor agrees: the spec is nvidia-cdi-refresh's. With its path unit off nothing
+    # would follow the next driver change: exactly that check fails, and the formula fixes it.
+    node.write_pillar(pillar_118(node_assets, driver={"stream": "latest-dkms"}))
+    data, retcode = doctor(node)
+    assert_healthy(data, retcode)
+    check = next(c for c in data["checks"] if c["name"] == "cdi-refresh")
+    assert check["status"] == "ok" and "nvidia-cdi-refresh's" in check["evidence"], check
+    node.run(["systemctl", "disable", "--now", UNITS[0]], check=True)
+    failing = assert_fails(*doctor(node), "cdi-refresh")
+    assert "does not watch for driver changes" in failing["cdi-refresh"]["evidence"]
+    converge(node, pillar_118(node_assets, driver={"stream": "latest-dkms"}))
+    assert_healthy(*doctor(node))
 
 
 def test_formula_owner_turns_the_refresh_off_and_keeps_its_own_spec(node, node_assets):

@@ -417,8 +417,9 @@ def next_boot_kernel(running):
     return max(installed_kernels() + [running], key=release_key)
 
 
-def nvswitches():
-    """The PCI addresses of the NVSwitch chips on the node (sysfs), sorted; [] where none."""
+def _nvidia_pci_devices(attribute, matches):
+    """The addresses of the NVIDIA devices on the PCI bus (sysfs) whose ``attribute`` file
+    (``device``, ``class``; lowercased) satisfies ``matches``; [] where sysfs has no bus."""
     try:
         addresses = os.listdir(SYS_PCI_DEVICES)
     except OSError:
@@ -427,26 +428,21 @@ def nvswitches():
     for address in addresses:
         path = os.path.join(SYS_PCI_DEVICES, address)
         vendor = (read_file(os.path.join(path, "vendor")) or "").strip().lower()
-        device = (read_file(os.path.join(path, "device")) or "").strip().lower()
-        if vendor == NVIDIA_PCI_VENDOR and device in NVSWITCH_DEVICE_IDS:
+        value = (read_file(os.path.join(path, attribute)) or "").strip().lower()
+        if vendor == NVIDIA_PCI_VENDOR and matches(value):
             found.append(address)
-    return sorted(found)
+    return found
+
+
+def nvswitches():
+    """The PCI addresses of the NVSwitch chips on the node (sysfs), sorted; [] where none."""
+    return sorted(_nvidia_pci_devices("device", lambda device: device in NVSWITCH_DEVICE_IDS))
 
 
 def pci_gpus():
     """The PCI addresses of the NVIDIA GPUs on the bus (sysfs), sorted, e.g. ["0000:3b:00.0"]."""
-    try:
-        addresses = os.listdir(SYS_PCI_DEVICES)
-    except OSError:
-        return []
-    found = []
-    for address in addresses:
-        path = os.path.join(SYS_PCI_DEVICES, address)
-        vendor = (read_file(os.path.join(path, "vendor")) or "").strip().lower()
-        klass = (read_file(os.path.join(path, "class")) or "").strip().lower()
-        if vendor == NVIDIA_PCI_VENDOR and klass.startswith(GPU_PCI_CLASSES):
-            found.append(address.lower())
-    return sorted(found)
+    return sorted(address.lower() for address in
+                  _nvidia_pci_devices("class", lambda klass: klass.startswith(GPU_PCI_CLASSES)))
 
 
 def pci_address(bus_id):
@@ -548,30 +544,27 @@ def parse_smi_csv(text, fields):
     return rows
 
 
-def cdi_spec_files():
-    """Every CDI spec file Podman reads (*.yaml, *.json directly in CDI_DIRS), in CDI_DIRS' order."""
+def _files_in(directories, suffixes):
+    """The files named *suffixes directly in ``directories``, in their order, each sorted."""
     files = []
-    for directory in CDI_DIRS:
+    for directory in directories:
         try:
             names = sorted(os.listdir(directory))
         except OSError:
             continue
         files.extend(os.path.join(directory, name) for name in names
-                     if name.endswith(CDI_SPEC_SUFFIXES) and os.path.isfile(os.path.join(directory, name)))
+                     if name.endswith(suffixes) and os.path.isfile(os.path.join(directory, name)))
     return files
+
+
+def cdi_spec_files():
+    """Every CDI spec file Podman reads (*.yaml, *.json directly in CDI_DIRS), in CDI_DIRS' order."""
+    return _files_in(CDI_DIRS, CDI_SPEC_SUFFIXES)
 
 
 def oci_hook_files():
     """Every OCI hook file Podman reads (*.json directly in OCI_HOOK_DIRS), in OCI_HOOK_DIRS' order."""
-    files = []
-    for directory in OCI_HOOK_DIRS:
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            continue
-        files.extend(os.path.join(directory, name) for name in names
-                     if name.endswith(OCI_HOOK_SUFFIX) and os.path.isfile(os.path.join(directory, name)))
-    return files
+    return _files_in(OCI_HOOK_DIRS, OCI_HOOK_SUFFIX)
 
 
 def device_nodes():

@@ -667,7 +667,7 @@ def _subids(name, kind, own_id):
 def _runtime_dir(name, uid):
     check = f"runtime-dir:{name}"
     path = os.path.join(nvgpu_node.USER_RUNTIME_DIR, str(uid))
-    linger = os.path.join(nvgpu_node.LINGER_DIR, name)
+    linger = nvgpu_node.linger_file(name)
     try:
         owner = os.stat(path).st_uid
     except OSError:

@@ -149,7 +149,7 @@ def lingers(name):
 
         salt '*' nvgpu_rootless.lingers gpuuser
     """
-    return os.path.exists(os.path.join(nvgpu_node.LINGER_DIR, name))
+    return os.path.exists(nvgpu_node.linger_file(name))
 
 
 def enable_linger(name):
@@ -170,5 +170,5 @@ def enable_linger(name):
                            "check that systemd-logind runs (systemctl status systemd-logind)")
     if not lingers(name):
         raise CommandExecutionError(f"loginctl enable-linger {name} exited 0, but "
-                                    f"{os.path.join(nvgpu_node.LINGER_DIR, name)} does not exist")
+                                    f"{nvgpu_node.linger_file(name)} does not exist")
     return True

@@ -417,6 +417,11 @@ def next_boot_kernel(running):
     return max(installed_kernels() + [running], key=release_key)
 
 
+def linger_file(name):
+    """The file whose existence means systemd keeps user ``name``'s manager (lingering)."""
+    return os.path.join(LINGER_DIR, name)
+
+
 def _nvidia_pci_devices(attribute, matches):
     """The addresses of the NVIDIA devices on the PCI bus (sysfs) whose ``attribute`` file
     (``device``, ``class``; lowercased) satisfies ``matches``; [] where sysfs has no bus."""

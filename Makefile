@@ -24,6 +24,7 @@ APT_PACKAGES := podman runc conmon uidmap slirp4netns catatonit fuse-overlayfs \
 deps: apt venv
 
 apt:
+	@command -v apt-get >/dev/null || { echo "make deps/demo/test need a Debian or Ubuntu machine (they build a simulated node from Debian's packages); on a real RHEL node install Salt's packages and the extension: README.md, 'Install next to Salt'" >&2; exit 1; }
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "apt-get install $$missing"; \

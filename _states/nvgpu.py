@@ -1,5 +1,5 @@
 """
-States that make a RHEL 8/9 host a validated NVIDIA GPU node for Podman containers.
+States that make a RHEL 8, 9 or 10 host a validated NVIDIA GPU node for Podman containers.
 
 Idempotent, ``test=True``-aware states over the nvgpu execution modules (``nvgpu``,
 ``nvgpu_toolkit``, ``nvgpu_selinux``, ``nvgpu_rootless``); dnf module streams have

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import nvgpu_failures
 import nvgpu_node
 import nvgpu_pillar
+import nvgpu_state
 import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -512,6 +513,7 @@ def _validate_vector_add_args(image, user, runtime, mode, timeout, pull, gpus="a
             raise SaltInvocationError(f"invalid image reference {image!r}")
 
 
+@nvgpu_state.raises_unloaded_modules
 def run_vector_add(
     image=nvgpu_node.DEFAULT_IMAGE,
     user=None,
@@ -734,6 +736,7 @@ def _run_each(image, user, runtime, mode, timeout, pull):
     return ret
 
 
+@nvgpu_state.raises_unloaded_modules
 def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pull="missing"):
     """
     What a vector add's result depends on, read from the node without starting a
@@ -808,6 +811,7 @@ def validation_inputs(user=None, image=nvgpu_node.DEFAULT_IMAGE, mode="auto", pu
     }
 
 
+@nvgpu_state.raises_unloaded_modules
 def doctor(user=None):
     """
     Check the node layer by layer and say which layer is broken, how that was found and

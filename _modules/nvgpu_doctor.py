@@ -21,6 +21,7 @@ from collections import namedtuple
 
 import nvgpu_failures
 import nvgpu_node
+import nvgpu_state
 import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError
@@ -738,6 +739,7 @@ def _image(podman):
 # ---------------------------------------------------------------------------
 
 
+@nvgpu_state.raises_unloaded_modules
 def run(user=None):
     """
     Check the node layer by layer and say which layer is broken, how that was found,

@@ -43,6 +43,7 @@ def _reboot_required_comment(reason, what):
             "then run state.apply again.")
 
 
+@nvgpu_state.reports_unloaded_modules
 def modules_loaded(name, uvm=True, reload_on_upgrade=True, reload="auto"):
     """
     Ensure the NVIDIA kernel modules are loaded and their device nodes exist
@@ -137,6 +138,7 @@ def modules_loaded(name, uvm=True, reload_on_upgrade=True, reload="auto"):
     return ret
 
 
+@nvgpu_state.reports_unloaded_modules
 def driver_service_running(name, package=None):
     """
     Ensure a daemon of the NVIDIA driver (``nvidia-persistenced``, ``nvidia-fabricmanager``)
@@ -231,6 +233,7 @@ def driver_built_for_next_boot(name):
     )
 
 
+@nvgpu_state.reports_unloaded_modules
 def kernel_module_unloaded(name):
     """
     Ensure the kernel module ``name`` is not loaded (``modprobe -r``), e.g. nouveau,
@@ -267,6 +270,7 @@ def kernel_module_unloaded(name):
     return ret
 
 
+@nvgpu_state.reports_unloaded_modules
 def module_unloaded(name):
     """
     The former name of :py:func:`kernel_module_unloaded`, kept for existing SLS files.
@@ -374,6 +378,7 @@ def _cdi_refresh_off(cdi_path, changes, test):
             __salt__["file.remove"](nvgpu_node.CDI_REFRESH_SPEC)
 
 
+@nvgpu_state.reports_unloaded_modules
 def container_toolkit(
     name,
     mode="auto",
@@ -581,6 +586,7 @@ def _fetch_policy(source, source_hash, saltenv):
     return path
 
 
+@nvgpu_state.reports_unloaded_modules
 def selinux_ready(
     name,
     policy_source=None,
@@ -748,6 +754,7 @@ def _selinux_module(policy_source, source_hash, module_name, saltenv, changes, t
 # ---------------------------------------------------------------------------
 
 
+@nvgpu_state.reports_unloaded_modules
 def subids_present(name, start=None, count=65536):
     """
     Ensure user ``name`` has subordinate uid and gid ranges in ``/etc/subuid`` and
@@ -805,6 +812,7 @@ def subids_present(name, start=None, count=65536):
     return ret
 
 
+@nvgpu_state.reports_unloaded_modules
 def user_lingers(name):
     """
     Ensure systemd keeps user ``name``'s manager, and with it the runtime dir
@@ -899,6 +907,7 @@ def _changed_inputs(record, inputs):
             if record["inputs"].get(key) != inputs.get(key)]
 
 
+@nvgpu_state.reports_unloaded_modules
 def vector_add_passes(name, user=None, image=None, mode="auto", timeout=300, pull="missing", gpus="all",
                       when="changed"):
     """

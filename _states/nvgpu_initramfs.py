@@ -16,6 +16,7 @@ def __virtual__():
     return __virtualname__
 
 
+@nvgpu_state.reports_unloaded_modules
 def carries(name, required_files, cmd=("dracut", "-f", "--kver")):
     """
     Ensure the initramfs of kernel release ``name`` carries ``required_files`` as they

@@ -1,8 +1,13 @@
 """
 The return of an nvgpu state, built the same way by every state module: a fresh result,
 a pending one (test=True: ``result`` None and the exact changes), a failed one, and the
-end of a state that collected its changes.
+end of a state that collected its changes; and one line, not a traceback, where a module it
+calls did not load.
 """
+
+import functools
+
+from salt.exceptions import CommandExecutionError
 
 
 def new(name):
@@ -34,3 +39,56 @@ def finish(ret, changes, subject, ready, test, note=""):
     else:
         ret.update(changes=changes, comment=f"{subject} changed: {', '.join(changes)}{note}")
     return ret
+
+
+def unloaded_module(salt, error):
+    """Where ``error`` is the KeyError of ``__salt__["module.function"]`` for a module that
+    did not load, one line naming it and why (the reason its ``__virtual__`` gave, which
+    Salt's loader keeps); else None (a KeyError of the function's own)."""
+    name = error.args[0] if len(error.args) == 1 else None
+    if not isinstance(name, str) or "." not in name or salt is None or name in salt:
+        return None
+    # The loader that holds the functions: NamedLoaderContext's own missing_fun_string asks
+    # the loader of the calling module (in a state, the states' loader, which never tried).
+    functions = salt.value() if hasattr(salt, "value") else salt
+    explain = getattr(functions, "missing_fun_string", None)
+    reason = explain(name) if explain else f"'{name}' is not available."
+    return f"nvgpu needs {name}, which is not loaded: {reason}"
+
+
+def _salt_of(func):
+    return func.__globals__.get("__salt__")
+
+
+def reports_unloaded_modules(func):
+    """For a state that calls other execution modules: where one of them did not load,
+    the state fails with ``unloaded_module``'s line instead of a KeyError traceback."""
+
+    @functools.wraps(func)
+    def state(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyError as error:
+            reason = unloaded_module(_salt_of(func), error)
+            if reason is None:
+                raise
+            return failed(new(kwargs.get("name", args[0] if args else func.__name__)), reason)
+
+    return state
+
+
+def raises_unloaded_modules(func):
+    """The same for an execution module function: a CommandExecutionError with that one
+    line (``salt-call`` prints it as the error, exit code 1)."""
+
+    @functools.wraps(func)
+    def function(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyError as error:
+            reason = unloaded_module(_salt_of(func), error)
+            if reason is None:
+                raise
+            raise CommandExecutionError(reason) from None
+
+    return function

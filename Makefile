@@ -41,7 +41,8 @@ $(VENV)/.installed: requirements.txt setup.cfg
 demo: deps
 	$(PY) -m tests.node.demo
 
-test: deps
+# Lint first (seconds): every Python file and SLS, so CI lints what it tests.
+test: deps lint
 	$(PY) -m pytest -p no:cacheprovider -ra
 
 # What nvgpu costs on the simulated node, side by side (writes docs/benchmarks.md, Node section);
@@ -54,7 +55,7 @@ test-gpu: deps
 	$(PY) -m pytest -p no:cacheprovider -ra -m gpu tests/gpu
 
 lint: venv
-	$(VENV)/bin/ruff check _modules _states _grains _runners _output saltext tests tools
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/salt-lint $$(find salt -name '*.sls')
 
 clean:

@@ -56,39 +56,38 @@ def unloaded_module(salt, error):
     return f"nvgpu needs {name}, which is not loaded: {reason}"
 
 
-def _salt_of(func):
-    return func.__globals__.get("__salt__")
+def _explaining_unloaded_modules(func, unloaded):
+    """``func``, where a KeyError that ``unloaded_module`` explains becomes ``unloaded(line,
+    args, kwargs)``; any other KeyError is the function's own and goes through."""
+
+    @functools.wraps(func)
+    def explained(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyError as error:
+            line = unloaded_module(func.__globals__.get("__salt__"), error)
+            if line is None:
+                raise
+            return unloaded(line, args, kwargs)
+
+    return explained
 
 
 def reports_unloaded_modules(func):
     """For a state that calls other execution modules: where one of them did not load,
     the state fails with ``unloaded_module``'s line instead of a KeyError traceback."""
 
-    @functools.wraps(func)
-    def state(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except KeyError as error:
-            reason = unloaded_module(_salt_of(func), error)
-            if reason is None:
-                raise
-            return failed(new(kwargs.get("name", args[0] if args else func.__name__)), reason)
+    def fail(line, args, kwargs):
+        return failed(new(kwargs.get("name", args[0] if args else func.__name__)), line)
 
-    return state
+    return _explaining_unloaded_modules(func, fail)
 
 
 def raises_unloaded_modules(func):
     """The same for an execution module function: a CommandExecutionError with that one
     line (``salt-call`` prints it as the error, exit code 1)."""
 
-    @functools.wraps(func)
-    def function(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except KeyError as error:
-            reason = unloaded_module(_salt_of(func), error)
-            if reason is None:
-                raise
-            raise CommandExecutionError(reason) from None
+    def raise_it(line, args, kwargs):
+        raise CommandExecutionError(line) from None
 
-    return function
+    return _explaining_unloaded_modules(func, raise_it)
